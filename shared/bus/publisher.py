@@ -1,0 +1,99 @@
+"""Publishing to streams, and the outbox that makes a publish survive a crash.
+
+A service that changes Postgres and must tell the others writes the message into its ``outbox``
+table in the same transaction; :class:`OutboxRelay` then publishes unpublished rows in order and
+marks them. A crash between commit and publish therefore delays a message, never loses it;
+consumers dedupe by message id, so publishing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.contracts.messages import FIELD, Payload, encode
+from shared.store.models import OutboxMessage
+
+log = logging.getLogger("ratchet.bus")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Publisher:
+    """XADD envelopes to streams. Market-data streams are trimmed (approximate MAXLEN);
+    command streams never are."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+
+    def publish(
+        self,
+        stream: str,
+        payload: Payload,
+        *,
+        msg_id: str,
+        ts_ms: int | None = None,
+        maxlen: int | None = None,
+    ) -> str:
+        data = encode(payload, msg_id=msg_id, ts_ms=ts_ms or now_ms(), source=self.source)
+        entry = self.client.xadd(stream, {FIELD: data}, maxlen=maxlen, approximate=True)
+        return entry.decode() if isinstance(entry, bytes) else entry
+
+    def publish_raw(self, items: Iterable[tuple[str, bytes]], maxlen: int | None = None) -> None:
+        """Publish pre-encoded envelopes in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream, data in items:
+            pipe.xadd(stream, {FIELD: data}, maxlen=maxlen, approximate=True)
+        pipe.execute()
+
+
+def stage(
+    session: Session, stream: str, payload: Payload, *, msg_id: str, ts_ms: int, source: str
+) -> None:
+    """Add a message to the outbox inside the caller's transaction."""
+    session.add(
+        OutboxMessage(
+            source=source,
+            stream=stream,
+            msg_id=msg_id,
+            data=encode(payload, msg_id=msg_id, ts_ms=ts_ms, source=source).decode(),
+        )
+    )
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows of one service, oldest first."""
+
+    def __init__(self, sessions: sessionmaker[Session], publisher: Publisher, source: str) -> None:
+        self.sessions = sessions
+        self.publisher = publisher
+        self.source = source
+
+    def flush(self, limit: int = 500) -> int:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(OutboxMessage.id, OutboxMessage.stream, OutboxMessage.data)
+                .where(OutboxMessage.published_at.is_(None))
+                .where(OutboxMessage.source == self.source)
+                .order_by(OutboxMessage.id)
+                .limit(limit)
+            ).all()
+            if not rows:
+                return 0
+            self.publisher.publish_raw((r.stream, r.data.encode()) for r in rows)
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_([r.id for r in rows]))
+                .values(published_at=datetime.now(UTC))
+            )
+            session.commit()
+        return len(rows)
