@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     tick_shards: int = Field(1, gt=0, le=64)
     dead_letter_after: int = Field(5, gt=0)
     log_level: str = "INFO"
-    service_name: str = "ratchet"
+    replica: str = "0"  # this process's replica id (control is a broadcast: a group per replica)
 
     strategy: StrategySettings = StrategySettings()
     risk: RiskSettings = RiskSettings()

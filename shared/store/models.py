@@ -139,6 +139,9 @@ class Order(Base):
     filled_qty: Mapped[int] = mapped_column(Integer, default=0)
     average_price: Mapped[Decimal | None] = mapped_column(Price)
     reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    leg_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    realised_pnl: Mapped[Decimal | None] = mapped_column(Numeric(16, 2))
     history: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = _created()
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -158,10 +161,15 @@ class Gtt(Base):
     exchange: Mapped[str] = mapped_column(String(8))
     symbol: Mapped[str] = mapped_column(String(40), index=True)
     qty: Mapped[int] = mapped_column(Integer)
-    trigger_price: Mapped[Decimal] = mapped_column(Price)
+    trigger_price: Mapped[Decimal] = mapped_column(Price)  # as placed at the broker
+    desired_trigger: Mapped[Decimal] = mapped_column(Price)  # highest stop asked for so far
     target_price: Mapped[Decimal | None] = mapped_column(Price)
+    last_price: Mapped[Decimal] = mapped_column(Price)
     trigger_id: Mapped[str | None] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(12), index=True)
+    delete_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 71d597c21960
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 14:08:36.181947
+Create Date: 2026-11-25 14:13:48.787207
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '71d597c21960'
+revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -62,9 +62,14 @@ def upgrade() -> None:
     sa.Column('symbol', sa.String(length=40), nullable=False),
     sa.Column('qty', sa.Integer(), nullable=False),
     sa.Column('trigger_price', sa.Numeric(precision=14, scale=2), nullable=False),
+    sa.Column('desired_trigger', sa.Numeric(precision=14, scale=2), nullable=False),
     sa.Column('target_price', sa.Numeric(precision=14, scale=2), nullable=True),
+    sa.Column('last_price', sa.Numeric(precision=14, scale=2), nullable=False),
     sa.Column('trigger_id', sa.String(length=40), nullable=True),
     sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('delete_requested', sa.Boolean(), nullable=False),
+    sa.Column('submitted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('id'),
@@ -157,6 +162,9 @@ def upgrade() -> None:
     sa.Column('filled_qty', sa.Integer(), nullable=False),
     sa.Column('average_price', sa.Numeric(precision=14, scale=2), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('leg_closed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('realised_pnl', sa.Numeric(precision=16, scale=2), nullable=True),
     sa.Column('history', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('submitted_at', sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,284 @@
+"""A paper broker with a durable book of its own (paper_* tables, its own transactions).
+
+It behaves like a real broker seen from execution: an order it accepted is in its book even if
+execution crashes before recording it; MARKET orders fill at once at the intent's reference price;
+GTTs trigger on ticks and fill at their trigger price, or at the tick's price when that tick opens
+a new bar (a gap) — the backtest's rule (DESIGN.md §9).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.execution.brokers.base import (
+    BrokerGtt,
+    BrokerInterface,
+    BrokerOrder,
+    BrokerOrderStatus,
+    BrokerRejected,
+    GttRequest,
+    GttStatus,
+    OrderRequest,
+)
+from shared.domain.money import to_paise, to_rupees
+from shared.store.models import PaperGtt, PaperHolding, PaperOrder
+
+_ids = itertools.count()
+
+
+def _order_id() -> str:
+    return f"P{time.time_ns() // 1000:016d}{next(_ids) % 1000:03d}"
+
+
+class PaperBroker(BrokerInterface):
+    name = "paper"
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._active: dict[str, list[tuple[int, int, int | None]]] | None = None
+        self._loaded_at = 0.0
+
+    # --- orders ------------------------------------------------------------------------------
+
+    def place_order(self, request: OrderRequest) -> BrokerOrder:
+        if request.qty <= 0:
+            raise BrokerRejected("quantity must be positive")
+        if request.order_type == "MARKET" and request.reference_price is None:
+            raise BrokerRejected("paper MARKET order needs a reference price")
+        price = request.reference_price if request.order_type == "MARKET" else request.price
+        if price is None or price <= 0:
+            raise BrokerRejected("price must be positive")
+        with self.sessions.begin() as session:
+            if request.side == "SELL":
+                self._take_holding(session, request.exchange, request.symbol, request.qty)
+            else:
+                self._add_holding(session, request.exchange, request.symbol, request.qty, price)
+            row = PaperOrder(
+                order_id=_order_id(),
+                tag=request.tag,
+                exchange=request.exchange,
+                symbol=request.symbol,
+                side=request.side,
+                qty=request.qty,
+                order_type=request.order_type,
+                product=request.product,
+                price=to_rupees(price),
+                status=BrokerOrderStatus.COMPLETE,
+                filled_qty=request.qty,
+                average_price=to_rupees(price),
+            )
+            session.add(row)
+        return _order(row)
+
+    def cancel_order(self, order_id: str) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(PaperOrder, order_id)
+            if row is None:
+                raise BrokerRejected(f"order {order_id} not found")
+            if row.status != BrokerOrderStatus.OPEN:
+                raise BrokerRejected(f"order {order_id} is {row.status}, not open")
+            row.status = BrokerOrderStatus.CANCELLED
+
+    def orders(self) -> list[BrokerOrder]:
+        with self.sessions() as session:
+            return [_order(r) for r in session.scalars(select(PaperOrder).order_by(PaperOrder.placed_at))]
+
+    def order_by_tag(self, tag: str) -> BrokerOrder | None:
+        with self.sessions() as session:
+            row = session.scalars(select(PaperOrder).where(PaperOrder.tag == tag)).first()
+            return _order(row) if row else None
+
+    def order(self, order_id: str) -> BrokerOrder | None:
+        with self.sessions() as session:
+            row = session.get(PaperOrder, order_id)
+            return _order(row) if row else None
+
+    def holdings(self) -> dict[tuple[str, str], int]:
+        with self.sessions() as session:
+            return {(h.exchange, h.symbol): h.qty for h in session.scalars(select(PaperHolding))}
+
+    # --- GTTs --------------------------------------------------------------------------------
+
+    def place_gtt(self, request: GttRequest) -> str:
+        with self.sessions.begin() as session:
+            active = session.scalars(
+                select(PaperGtt.trigger_id).where(PaperGtt.status == GttStatus.ACTIVE)
+            ).all()
+            if len(active) >= 250:
+                raise BrokerRejected("GTT limit of 250 active triggers reached")
+            row = PaperGtt(
+                exchange=request.exchange,
+                symbol=request.symbol,
+                kind="two-leg" if request.target_trigger is not None else "single",
+                qty=request.qty,
+                stop_trigger=to_rupees(request.stop_trigger),
+                stop_limit=to_rupees(request.stop_limit),
+                target_trigger=_rupees_or_none(request.target_trigger),
+                target_limit=_rupees_or_none(request.target_limit),
+                status=GttStatus.ACTIVE,
+            )
+            session.add(row)
+            session.flush()
+            trigger_id = str(row.trigger_id)
+        self._active = None
+        return trigger_id
+
+    def modify_gtt(self, trigger_id: str, request: GttRequest) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(PaperGtt, int(trigger_id))
+            if row is None or row.status != GttStatus.ACTIVE:
+                raise BrokerRejected(f"GTT {trigger_id} is not active")
+            row.stop_trigger = to_rupees(request.stop_trigger)
+            row.stop_limit = to_rupees(request.stop_limit)
+            row.target_trigger = _rupees_or_none(request.target_trigger)
+            row.target_limit = _rupees_or_none(request.target_limit)
+            row.qty = request.qty
+        self._active = None
+
+    def delete_gtt(self, trigger_id: str) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(PaperGtt, int(trigger_id))
+            if row is None or row.status != GttStatus.ACTIVE:
+                raise BrokerRejected(f"GTT {trigger_id} is not active")
+            row.status = GttStatus.DELETED
+        self._active = None
+
+    def gtts(self) -> list[BrokerGtt]:
+        with self.sessions() as session:
+            rows = session.scalars(select(PaperGtt).order_by(PaperGtt.trigger_id)).all()
+            children = {
+                o.gtt_trigger_id: o.order_id
+                for o in session.scalars(select(PaperOrder).where(PaperOrder.gtt_trigger_id.is_not(None)))
+            }
+        return [
+            BrokerGtt(
+                trigger_id=str(r.trigger_id),
+                exchange=r.exchange,
+                symbol=r.symbol,
+                qty=r.qty,
+                status=GttStatus(r.status),
+                stop_trigger=to_paise(r.stop_trigger),
+                target_trigger=to_paise(r.target_trigger) if r.target_trigger is not None else None,
+                triggered_order_id=children.get(str(r.trigger_id)),
+            )
+            for r in rows
+        ]
+
+    # --- the market ----------------------------------------------------------------------------
+
+    def on_tick(self, symbol: str, price: int, bar_open: bool = False) -> list[str]:
+        """Trigger the symbol's active GTTs that this tick crosses; return their trigger ids."""
+        with self._lock:
+            # Another replica may have placed or moved a GTT: the cache lives half a second.
+            if self._active is None or time.monotonic() - self._loaded_at > 0.5:
+                self._load_active()
+            assert self._active is not None
+            candidates = self._active.get(symbol)
+            if not candidates:
+                return []
+            fired = [
+                (tid, stop, target)
+                for tid, stop, target in candidates
+                if price <= stop or (target is not None and price >= target)
+            ]
+        triggered: list[str] = []
+        for tid, stop, target in fired:
+            if price <= stop:
+                fill = price if bar_open else stop
+            else:
+                fill = price if bar_open else target  # type: ignore[assignment]
+            if self._trigger(tid, fill):
+                triggered.append(str(tid))
+        if fired:
+            self._active = None
+        return triggered
+
+    def _load_active(self) -> None:
+        active: dict[str, list[tuple[int, int, int | None]]] = {}
+        with self.sessions() as session:
+            for row in session.scalars(select(PaperGtt).where(PaperGtt.status == GttStatus.ACTIVE)):
+                target = to_paise(row.target_trigger) if row.target_trigger is not None else None
+                active.setdefault(row.symbol, []).append(
+                    (row.trigger_id, to_paise(row.stop_trigger), target)
+                )
+        self._active = active
+        self._loaded_at = time.monotonic()
+
+    def _trigger(self, trigger_id: int, fill: int) -> bool:
+        """Mark the GTT triggered and fill its child sell order, in one transaction."""
+        with self.sessions.begin() as session:
+            claimed = session.execute(
+                update(PaperGtt)
+                .where(PaperGtt.trigger_id == trigger_id, PaperGtt.status == GttStatus.ACTIVE)
+                .values(status=GttStatus.TRIGGERED)
+                .returning(PaperGtt.exchange, PaperGtt.symbol, PaperGtt.qty)
+            ).first()
+            if claimed is None:
+                return False
+            exchange, symbol, qty = claimed
+            self._take_holding(session, exchange, symbol, qty)
+            session.add(
+                PaperOrder(
+                    order_id=_order_id(),
+                    tag=None,
+                    exchange=exchange,
+                    symbol=symbol,
+                    side="SELL",
+                    qty=qty,
+                    order_type="LIMIT",
+                    product="CNC",
+                    price=to_rupees(fill),
+                    status=BrokerOrderStatus.COMPLETE,
+                    filled_qty=qty,
+                    average_price=to_rupees(fill),
+                    gtt_trigger_id=str(trigger_id),
+                )
+            )
+        return True
+
+    # --- holdings ------------------------------------------------------------------------------
+
+    def _add_holding(self, session: Session, exchange: str, symbol: str, qty: int, price: int) -> None:
+        row = session.get(PaperHolding, (exchange, symbol), with_for_update=True)
+        if row is None:
+            session.add(PaperHolding(exchange=exchange, symbol=symbol, qty=qty, average_price=to_rupees(price)))
+            return
+        total = row.qty + qty
+        row.average_price = ((row.average_price * row.qty + to_rupees(price) * qty) / total).quantize(
+            Decimal("0.01")
+        )
+        row.qty = total
+
+    def _take_holding(self, session: Session, exchange: str, symbol: str, qty: int) -> None:
+        row = session.get(PaperHolding, (exchange, symbol), with_for_update=True)
+        if row is None or row.qty < qty:
+            held = row.qty if row else 0
+            raise BrokerRejected(f"insufficient holdings of {symbol}: {held} < {qty}")
+        row.qty -= qty
+
+
+def _order(row: PaperOrder) -> BrokerOrder:
+    return BrokerOrder(
+        order_id=row.order_id,
+        tag=row.tag,
+        exchange=row.exchange,
+        symbol=row.symbol,
+        side=row.side,
+        qty=row.qty,
+        status=BrokerOrderStatus(row.status),
+        filled_qty=row.filled_qty,
+        average_price=to_paise(row.average_price) if row.average_price is not None else None,
+        status_message=row.status_message,
+        gtt_trigger_id=row.gtt_trigger_id,
+    )
+
+
+def _rupees_or_none(paise: int | None) -> Decimal | None:
+    return to_rupees(paise) if paise is not None else None

@@ -1,0 +1,66 @@
+"""Composition root of the execution service: the only process that talks to a broker."""
+
+from __future__ import annotations
+
+from services.execution.brokers.base import BrokerInterface
+from services.execution.brokers.paper import PaperBroker
+from services.execution.budget import OrderBudget
+from services.execution.control import ControlHandler
+from services.execution.faults import FaultPoints
+from services.execution.processor import Execution
+from services.execution.reconciler import Reconciler, wait_until_reconciled
+from services.execution.ticks import PaperMarket
+from shared.bus.consumer import StreamConsumer
+from shared.bus.publisher import OutboxRelay, Publisher
+from shared.config import BrokerKind, Settings
+from shared.contracts import streams
+from shared.domain.session import SessionRules
+from shared.runtime import ServiceRuntime
+
+NAME = "execution"
+
+
+def build_broker(settings: Settings, runtime: ServiceRuntime) -> BrokerInterface:
+    if settings.broker == BrokerKind.PAPER:
+        return PaperBroker(runtime.sessions())
+    raise SystemExit("the kite broker is not available yet; use RATCHET_BROKER=paper")
+
+
+def main(settings: Settings) -> None:
+    runtime = ServiceRuntime(NAME, settings)
+    runtime.install_signals()
+    client = runtime.redis()
+    sessions = runtime.sessions()
+    broker = build_broker(settings, runtime)
+    ex = settings.execution
+    budget = OrderBudget(client, ex.orders_per_second, ex.orders_per_minute, ex.orders_per_day)
+    rules = SessionRules(
+        timeframe_minutes=settings.strategy.timeframe_minutes,
+        entry_cutoff_minutes=settings.strategy.entry_cutoff_minutes,
+    )
+    execution = Execution(sessions, broker, budget, settings, rules, FaultPoints.from_env())
+    relay = OutboxRelay(sessions, Publisher(client, NAME), NAME)
+    reconciler = Reconciler(execution, relay)
+    wait_until_reconciled(reconciler)
+
+    consumer_name = f"{NAME}-{settings.replica}"
+    intents = StreamConsumer(
+        client, [streams.INTENTS], streams.GROUP_EXECUTION, consumer_name, execution.handle,
+        dead_letter_after=settings.dead_letter_after, batch=50, after_batch=relay.flush,
+    )
+    control = StreamConsumer(
+        client, [streams.CONTROL], streams.control_group(NAME, settings.replica), consumer_name,
+        ControlHandler(execution, relay).handle, start="$", batch=10,
+    )
+    runtime.spawn("intents", intents.run)
+    runtime.spawn("control", control.run)
+    if isinstance(broker, PaperBroker):
+        market = PaperMarket(broker, reconciler)
+        ticks = StreamConsumer(
+            client, streams.all_tick_streams(settings.tick_shards), streams.GROUP_EXECUTION,
+            consumer_name, market.handle, start="$", batch=500,
+        )
+        runtime.spawn("ticks", ticks.run)
+    runtime.every("reconcile", 1.0, reconciler.run_once)
+    runtime.every("outbox", 0.2, relay.flush)
+    runtime.wait()

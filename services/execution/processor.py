@@ -1,0 +1,557 @@
+"""Intent in, order out: the execution service's handlers (DESIGN.md §4).
+
+The order of every placement is: commit the intent under its unique id (NEW) -> run the guards ->
+commit SUBMITTED -> call the broker with the intent's tag -> commit what the broker said. A crash
+anywhere leaves a row whose state says what to do next; nothing is ever sent twice blindly:
+SUBMITTED/UNKNOWN rows are settled by :mod:`services.execution.reconciler` from the broker's book.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.execution import ledger
+from services.execution.brokers.base import (
+    BrokerError,
+    BrokerInterface,
+    BrokerOrder,
+    BrokerOrderStatus,
+    BrokerRateLimited,
+    BrokerRejected,
+    BrokerUnavailable,
+    GttRequest,
+    OrderRequest,
+)
+from services.execution.budget import OrderBudget
+from services.execution.faults import FaultPoints
+from services.execution.states import GttEvent, GttState, OrderEvent, OrderState
+from shared.config import Settings
+from shared.contracts.messages import (
+    AlertLevel,
+    DeleteGtt,
+    Envelope,
+    ExitLeg,
+    ExitReason,
+    GttDeleted,
+    GttModified,
+    GttPlaced,
+    LegClosed,
+    ModifyGtt,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PlaceGtt,
+    PlaceOrder,
+)
+from shared.domain.money import price_below, scale_pct, to_paise, to_rupees
+from shared.domain.risk import OrderCheck, RiskLimits, check_gtt_create, check_order
+from shared.domain.session import SessionRules, ist_ordinal
+from shared.store.models import Gtt, Instrument, Intent, Order
+
+log = logging.getLogger("ratchet.execution")
+
+
+@dataclass(frozen=True)
+class InstrumentInfo:
+    tick: int
+    freeze_qty: int | None
+
+
+class Execution:
+    """Applies intents against one broker. Safe to run in several replicas at once."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        broker: BrokerInterface,
+        budget: OrderBudget,
+        settings: Settings,
+        rules: SessionRules,
+        faults: FaultPoints,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.broker = broker
+        self.budget = budget
+        self.settings = settings
+        self.rules = rules
+        self.faults = faults
+        self.clock = clock
+        self._instruments: dict[str, InstrumentInfo] = {}
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def limits(self) -> RiskLimits:
+        return RiskLimits.from_settings(self.settings.risk)
+
+    def instrument(self, exchange: str, symbol: str) -> InstrumentInfo:
+        key = f"{exchange}:{symbol}"
+        info = self._instruments.get(key)
+        if info is None:
+            with self.sessions() as session:
+                row = session.scalars(
+                    select(Instrument).where(
+                        Instrument.exchange == exchange, Instrument.tradingsymbol == symbol
+                    )
+                ).first()
+            info = InstrumentInfo(
+                tick=to_paise(row.tick_size) if row else 5,
+                freeze_qty=row.freeze_qty if row else None,
+            )
+            self._instruments[key] = info
+        return info
+
+    def _today_start(self, ts_ms: int) -> datetime:
+        open_ms = self.rules.session_open_ms(ist_ordinal(ts_ms)) - 10 * 3_600_000
+        return datetime.fromtimestamp(open_ms / 1000, tz=UTC)
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    def handle(self, _stream: str, _entry_id: str, envelope: Envelope) -> None:
+        payload = envelope.payload
+        if isinstance(payload, PlaceOrder):
+            self.place_order(payload)
+        elif isinstance(payload, ExitLeg):
+            self.exit_leg(payload)
+        elif isinstance(payload, PlaceGtt):
+            self.place_gtt(payload)
+        elif isinstance(payload, ModifyGtt):
+            self.modify_gtt(payload)
+        elif isinstance(payload, DeleteGtt):
+            self.delete_gtt(payload)
+        else:
+            log.warning("ignored message", extra={"type": envelope.type, "msg_id": envelope.id})
+
+    # --- orders --------------------------------------------------------------------------------
+
+    def place_order(self, intent: PlaceOrder) -> None:
+        order_id = self._record_order(intent, intent.side.value, intent.qty, intent.ref_price, True)
+        self._guard_and_submit(order_id, intent.ts_ms)
+
+    def exit_leg(self, intent: ExitLeg) -> None:
+        """Sell a leg now: first take its GTT down (confirmed), then sell at market."""
+        order_id = self._record_order(intent, "SELL", intent.qty, intent.ref_price, False)
+        with self.sessions.begin() as session:
+            gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
+            if gtt is not None and gtt.state == GttState.TRIGGERED:
+                order = session.get(Order, order_id)
+                if order is not None and order.state == OrderState.NEW:
+                    ledger.move_order(session, order, OrderEvent.REJECT, reason="leg already closed by its GTT")
+                return
+            if gtt is not None and not gtt.delete_requested:
+                gtt.delete_requested = True
+        if gtt is not None:
+            self.sync_gtt(gtt.id)
+            with self.sessions() as session:
+                gtt = session.get(Gtt, gtt.id)
+                if gtt is not None and gtt.state in (GttState.ACTIVE, GttState.SUBMITTED, GttState.UNKNOWN):
+                    raise BrokerUnavailable(f"GTT of {intent.ladder_id}:{intent.leg} not yet deleted")
+                if gtt is not None and gtt.state == GttState.TRIGGERED:
+                    return
+        self._guard_and_submit(order_id, intent.ts_ms)
+
+    def _record_order(
+        self, intent: PlaceOrder | ExitLeg, side: str, qty: int, ref_price: int, adds_risk: bool
+    ) -> int:
+        with self.sessions.begin() as session:
+            ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
+            order = session.scalars(select(Order).where(Order.intent_id == intent.intent_id)).first()
+            if order is None:
+                order = Order(
+                    intent_id=intent.intent_id,
+                    tag=ledger.order_tag(intent.intent_id),
+                    exchange=intent.exchange,
+                    symbol=intent.symbol,
+                    ladder_id=intent.ladder_id,
+                    leg=intent.leg,
+                    side=side,
+                    qty=qty,
+                    order_type="MARKET",
+                    product="CNC",
+                    ref_price=to_rupees(ref_price),
+                    adds_risk=adds_risk,
+                    state=OrderState.NEW,
+                    history=[],
+                )
+                session.add(order)
+                session.flush()
+                ledger.audit(session, "order.recorded", "order", intent.intent_id, {"side": side, "qty": qty})
+            return order.id
+
+    def _guard_and_submit(self, order_id: int, ts_ms: int) -> None:
+        with self.sessions.begin() as session:
+            order = session.get(Order, order_id, with_for_update=True)
+            if order is None or order.state != OrderState.NEW:
+                return  # already past the guards: the reconciler owns it now
+            reason = self._check(session, order, ts_ms)
+            if reason is not None:
+                ledger.move_order(session, order, OrderEvent.REJECT, reason=f"guard: {reason}")
+                self._emit_rejected(session, order, f"guard: {reason}", reason, ts_ms)
+                return
+            ledger.move_order(session, order, OrderEvent.SUBMIT, submitted_at=ledger.utcnow(), attempts=1)
+        self.faults.point("after_intent_commit")
+        self.submit(order_id, ts_ms)
+
+    def _check(self, session: Session, order: Order, ts_ms: int) -> str | None:
+        info = self.instrument(order.exchange, order.symbol)
+        state = ledger.risk_state(session, self._today_start(ts_ms), order.id)
+        state.market_open = self.rules.in_session(ts_ms)
+        check = OrderCheck(
+            symbol=order.symbol,
+            leg_key=f"{order.ladder_id}:{order.leg}:{order.side}",
+            qty=order.qty,
+            price_paise=to_paise(order.ref_price),
+            tick=info.tick,
+            freeze_qty=info.freeze_qty,
+            lower_circuit=None,
+            upper_circuit=None,
+            adds_risk=order.adds_risk,
+        )
+        reason = check_order(check, state, self.limits())
+        return reason.value if reason is not None else None
+
+    def submit(self, order_id: int, ts_ms: int) -> None:
+        """The broker call for a SUBMITTED order, then the record of its answer."""
+        with self.sessions() as session:
+            order = session.get(Order, order_id)
+        if order is None or order.state != OrderState.SUBMITTED:
+            return
+        request = OrderRequest(
+            tag=order.tag,
+            exchange=order.exchange,
+            symbol=order.symbol,
+            side=order.side,
+            qty=order.qty,
+            order_type="MARKET",
+            product=order.product,
+            market_protection_pct=str(self.settings.execution.market_protection_pct),
+            algo_id=self.settings.execution.algo_id,
+            reference_price=to_paise(order.ref_price),
+        )
+        while True:
+            self.budget.acquire()
+            try:
+                placed = self.broker.place_order(request)
+                break
+            except BrokerRateLimited:
+                time.sleep(0.2)  # nothing was placed: send again after a pause
+            except BrokerRejected as exc:
+                self._record_rejection(order_id, str(exc), ts_ms)
+                return
+            except BrokerUnavailable as exc:
+                self._record_unknown(order_id, str(exc))
+                return
+        self.faults.point("after_broker_call")
+        self.apply_broker_order(order_id, placed, ts_ms)
+
+    def _record_rejection(self, order_id: int, reason: str, ts_ms: int) -> None:
+        with self.sessions.begin() as session:
+            order = session.get(Order, order_id)
+            if order is not None and ledger.move_order(session, order, OrderEvent.REJECT, reason=reason):
+                self._emit_rejected(session, order, reason, None, ts_ms)
+
+    def _record_unknown(self, order_id: int, reason: str) -> None:
+        with self.sessions.begin() as session:
+            order = session.get(Order, order_id)
+            if order is not None and order.state == OrderState.SUBMITTED:
+                ledger.move_order(session, order, OrderEvent.LOSE, note=reason)
+
+    def apply_broker_order(self, order_id: int, placed: BrokerOrder, ts_ms: int) -> None:
+        """Record what the broker holds for our order (idempotent: compares states)."""
+        with self.sessions.begin() as session:
+            order = session.get(Order, order_id, with_for_update=True)
+            if order is None or order.state in (OrderState.FILLED, OrderState.REJECTED, OrderState.CANCELLED):
+                return
+            if order.broker_order_id is None:
+                order.broker_order_id = placed.order_id
+            if placed.status == BrokerOrderStatus.COMPLETE:
+                avg = placed.average_price if placed.average_price is not None else to_paise(order.ref_price)
+                ledger.move_order(
+                    session, order, OrderEvent.FILL, filled_qty=placed.filled_qty, average_price=to_rupees(avg)
+                )
+                self._emit_filled(session, order, avg, ts_ms)
+            elif placed.status == BrokerOrderStatus.REJECTED:
+                reason = placed.status_message or "rejected by broker"
+                ledger.move_order(session, order, OrderEvent.REJECT, reason=reason)
+                self._emit_rejected(session, order, reason, None, ts_ms)
+            elif placed.status == BrokerOrderStatus.CANCELLED:
+                ledger.move_order(session, order, OrderEvent.CANCEL, reason=placed.status_message)
+                self._emit_rejected(session, order, "cancelled", None, ts_ms)
+            elif order.state != OrderState.OPEN:
+                ledger.move_order(session, order, OrderEvent.ACCEPT)
+                ledger.emit(
+                    session,
+                    OrderAccepted(**self._leg(order, ts_ms), order_id=placed.order_id, tag=order.tag),
+                    msg_id=f"{order.intent_id}:accepted",
+                    ts_ms=ts_ms,
+                )
+
+    def _leg(self, order: Order, ts_ms: int) -> dict[str, object]:
+        return {
+            "intent_id": order.intent_id,
+            "exchange": order.exchange,
+            "symbol": order.symbol,
+            "ladder_id": order.ladder_id,
+            "leg": order.leg,
+            "ts_ms": ts_ms,
+        }
+
+    def _emit_filled(self, session: Session, order: Order, price: int, ts_ms: int) -> None:
+        ledger.emit(
+            session,
+            OrderFilled(
+                **self._leg(order, ts_ms),
+                order_id=order.broker_order_id or "",
+                side=order.side,
+                qty=order.filled_qty,
+                price=price,
+            ),
+            msg_id=f"{order.intent_id}:filled",
+            ts_ms=ts_ms,
+        )
+        if order.side == "SELL":
+            buy = ledger.close_leg(session, order.ladder_id, order.leg, price)
+            if buy is not None:
+                payload = session.get(Intent, order.intent_id)
+                reason = (payload.payload or {}).get("reason", "manual") if payload else "manual"
+                ledger.emit(
+                    session,
+                    LegClosed(**self._leg(order, ts_ms), qty=order.filled_qty, exit_price=price,
+                              reason=ExitReason(reason)),
+                    msg_id=f"{order.ladder_id}:{order.leg}:closed",
+                    ts_ms=ts_ms,
+                )
+
+    def _emit_rejected(
+        self, session: Session, order: Order, reason: str, guard: str | None, ts_ms: int
+    ) -> None:
+        ledger.emit(
+            session,
+            OrderRejected(**self._leg(order, ts_ms), reason=reason, guard=guard),
+            msg_id=f"{order.intent_id}:rejected",
+            ts_ms=ts_ms,
+        )
+        ledger.raise_alert(
+            session,
+            AlertLevel.WARNING if order.adds_risk else AlertLevel.CRITICAL,
+            "order_rejected",
+            f"{order.side} {order.qty} {order.symbol} rejected: {reason}",
+            ts_ms=ts_ms,
+            symbol=order.symbol,
+            ladder_id=order.ladder_id,
+            intent_id=order.intent_id,
+        )
+
+    # --- GTTs ----------------------------------------------------------------------------------
+
+    def gtt_request(self, gtt: Gtt, trigger: Decimal | None = None) -> GttRequest:
+        tick = self.instrument(gtt.exchange, gtt.symbol).tick
+        buffer = scale_pct(self.settings.execution.gtt_limit_buffer_pct)
+        stop = to_paise(trigger if trigger is not None else gtt.trigger_price)
+        target = to_paise(gtt.target_price) if gtt.target_price is not None else None
+        return GttRequest(
+            exchange=gtt.exchange,
+            symbol=gtt.symbol,
+            qty=gtt.qty,
+            last_price=to_paise(gtt.last_price),
+            stop_trigger=stop,
+            stop_limit=price_below(stop, buffer, tick),
+            target_trigger=target,
+            target_limit=price_below(target, buffer, tick) if target is not None else None,
+        )
+
+    def place_gtt(self, intent: PlaceGtt) -> None:
+        with self.sessions.begin() as session:
+            ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
+            gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
+            if gtt is None:
+                gtt = Gtt(
+                    intent_id=intent.intent_id,
+                    ladder_id=intent.ladder_id,
+                    leg=intent.leg,
+                    exchange=intent.exchange,
+                    symbol=intent.symbol,
+                    qty=intent.qty,
+                    trigger_price=to_rupees(intent.trigger),
+                    desired_trigger=to_rupees(max(intent.trigger, self._asked_stop(session, intent))),
+                    target_price=to_rupees(intent.target) if intent.target is not None else None,
+                    last_price=to_rupees(intent.last_price),
+                    state=GttState.NEW,
+                )
+                session.add(gtt)
+                session.flush()
+            if gtt.state != GttState.NEW:
+                return
+            state = ledger.risk_state(session, self._today_start(intent.ts_ms), None)
+            reason = check_gtt_create(state, self.limits())
+            if reason is not None:
+                ledger.move_gtt(session, gtt, GttEvent.REJECT, reason=reason.value)
+                ledger.raise_alert(
+                    session, AlertLevel.CRITICAL, "gtt_refused",
+                    f"no stop for {intent.symbol} leg {intent.leg}: {reason.value}",
+                    ts_ms=intent.ts_ms, symbol=intent.symbol, ladder_id=intent.ladder_id,
+                    intent_id=intent.intent_id,
+                )
+                return
+            ledger.move_gtt(session, gtt, GttEvent.SUBMIT, submitted_at=ledger.utcnow())
+            gtt_id = gtt.id
+        self.submit_gtt(gtt_id, intent.ts_ms)
+
+    def _asked_stop(self, session: Session, intent: PlaceGtt) -> int:
+        """The highest stop already asked for this leg by ModifyGtt intents seen before PlaceGtt."""
+        asked = intent.trigger
+        for row in session.scalars(select(Intent).where(Intent.type == "ModifyGtt")):
+            body = row.payload
+            if body.get("ladder_id") == intent.ladder_id and body.get("leg") == intent.leg:
+                asked = max(asked, int(body["trigger"]))
+        return asked
+
+    def submit_gtt(self, gtt_id: int, ts_ms: int) -> None:
+        with self.sessions() as session:
+            gtt = session.get(Gtt, gtt_id)
+        if gtt is None or gtt.state != GttState.SUBMITTED:
+            return
+        try:
+            trigger_id = self.broker.place_gtt(self.gtt_request(gtt))
+        except BrokerRejected as exc:
+            with self.sessions.begin() as session:
+                row = session.get(Gtt, gtt_id)
+                if row is not None and ledger.move_gtt(session, row, GttEvent.REJECT, reason=str(exc)):
+                    ledger.raise_alert(
+                        session, AlertLevel.CRITICAL, "gtt_rejected",
+                        f"broker refused the stop of {row.symbol} leg {row.leg}: {exc}",
+                        ts_ms=ts_ms, symbol=row.symbol, ladder_id=row.ladder_id, intent_id=row.intent_id,
+                    )
+            return
+        except BrokerError as exc:
+            with self.sessions.begin() as session:
+                row = session.get(Gtt, gtt_id)
+                if row is not None and row.state == GttState.SUBMITTED:
+                    ledger.move_gtt(session, row, GttEvent.LOSE, reason=str(exc))
+            return
+        self.faults.point("after_gtt_call")
+        self.adopt_gtt(gtt_id, trigger_id, ts_ms)
+
+    def adopt_gtt(self, gtt_id: int, trigger_id: str, ts_ms: int) -> None:
+        with self.sessions.begin() as session:
+            gtt = session.get(Gtt, gtt_id, with_for_update=True)
+            if gtt is None or gtt.state not in (GttState.SUBMITTED, GttState.UNKNOWN):
+                return
+            ledger.move_gtt(session, gtt, GttEvent.PLACE, trigger_id=trigger_id)
+            ledger.emit(
+                session,
+                GttPlaced(**self._gtt_leg(gtt, ts_ms), trigger_id=trigger_id,
+                          trigger=to_paise(gtt.trigger_price),
+                          target=to_paise(gtt.target_price) if gtt.target_price is not None else None),
+                msg_id=f"{gtt.intent_id}:placed",
+                ts_ms=ts_ms,
+            )
+        self.sync_gtt(gtt_id, ts_ms)
+
+    def _gtt_leg(self, gtt: Gtt, ts_ms: int) -> dict[str, object]:
+        return {
+            "intent_id": gtt.intent_id,
+            "exchange": gtt.exchange,
+            "symbol": gtt.symbol,
+            "ladder_id": gtt.ladder_id,
+            "leg": gtt.leg,
+            "ts_ms": ts_ms,
+        }
+
+    def modify_gtt(self, intent: ModifyGtt) -> None:
+        with self.sessions.begin() as session:
+            if not ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json")):
+                pass  # redelivered: the sync below is idempotent
+            gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
+            if gtt is None:
+                return  # its PlaceGtt is not here yet; place_gtt picks this stop up
+            wanted = to_rupees(intent.trigger)
+            if wanted > gtt.desired_trigger:
+                gtt.desired_trigger = wanted
+                gtt.last_price = to_rupees(intent.last_price)
+            gtt_id = gtt.id
+        self.sync_gtt(gtt_id, intent.ts_ms)
+
+    def delete_gtt(self, intent: DeleteGtt) -> None:
+        with self.sessions.begin() as session:
+            ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
+            gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
+            if gtt is None:
+                return
+            gtt.delete_requested = True
+            gtt_id = gtt.id
+        self.sync_gtt(gtt_id, intent.ts_ms)
+
+    def sync_gtt(self, gtt_id: int, ts_ms: int | None = None) -> None:
+        """Bring the broker's GTT to what we want: raised to the desired stop, or deleted."""
+        ts = ts_ms if ts_ms is not None else int(self.clock() * 1000)
+        with self.sessions() as session:
+            gtt = session.get(Gtt, gtt_id)
+        if gtt is None:
+            return
+        if gtt.delete_requested and gtt.state == GttState.NEW:
+            with self.sessions.begin() as session:
+                row = session.get(Gtt, gtt_id)
+                if row is not None:
+                    ledger.move_gtt(session, row, GttEvent.DELETE)
+            return
+        if gtt.state != GttState.ACTIVE or gtt.trigger_id is None:
+            return
+        if gtt.delete_requested:
+            try:
+                self.broker.delete_gtt(gtt.trigger_id)
+            except BrokerRejected:
+                return  # not active any more (triggered): the reconciler records the exit
+            with self.sessions.begin() as session:
+                row = session.get(Gtt, gtt_id)
+                if row is not None and ledger.move_gtt(session, row, GttEvent.DELETE):
+                    ledger.emit(session, GttDeleted(**self._gtt_leg(row, ts), trigger_id=gtt.trigger_id),
+                                msg_id=f"{row.intent_id}:deleted", ts_ms=ts)
+            return
+        if gtt.desired_trigger > gtt.trigger_price:
+            desired = gtt.desired_trigger
+            try:
+                self.broker.modify_gtt(gtt.trigger_id, self.gtt_request(gtt, desired))
+            except BrokerRejected:
+                return
+            with self.sessions.begin() as session:
+                done = session.execute(
+                    update(Gtt)
+                    .where(Gtt.id == gtt_id, Gtt.trigger_price == gtt.trigger_price)
+                    .values(trigger_price=desired)
+                ).rowcount
+                if done:
+                    ledger.emit(
+                        session,
+                        GttModified(**self._gtt_leg(gtt, ts), trigger_id=gtt.trigger_id, trigger=to_paise(desired)),
+                        msg_id=f"{gtt.ladder_id}:{gtt.leg}:stop@{to_paise(desired)}",
+                        ts_ms=ts,
+                    )
+
+    def record_gtt_exit(self, gtt_id: int, exit_order: BrokerOrder, ts_ms: int) -> None:
+        """A GTT triggered and its sell order filled: the leg is closed."""
+        with self.sessions.begin() as session:
+            gtt = session.get(Gtt, gtt_id, with_for_update=True)
+            if gtt is None:
+                return
+            if gtt.state == GttState.ACTIVE:
+                ledger.move_gtt(session, gtt, GttEvent.TRIGGER)
+            price = exit_order.average_price or to_paise(gtt.trigger_price)
+            if ledger.close_leg(session, gtt.ladder_id, gtt.leg, price) is None:
+                return
+            is_target = gtt.target_price is not None and price >= to_paise(gtt.target_price)
+            ledger.emit(
+                session,
+                LegClosed(**self._gtt_leg(gtt, ts_ms), qty=exit_order.filled_qty or gtt.qty,
+                          exit_price=price, reason=ExitReason.TARGET if is_target else ExitReason.STOP),
+                msg_id=f"{gtt.ladder_id}:{gtt.leg}:closed",
+                ts_ms=ts_ms,
+            )

@@ -1,0 +1,203 @@
+"""Settles what a crash or a lost answer left open, from the broker's own book.
+
+- SUBMITTED / UNKNOWN orders: looked up by tag. Found -> adopted. Not found -> sent again only
+  after the settle window, with the same tag (one intent, at most one order).
+- OPEN orders: polled until they fill, are rejected or cancelled.
+- SUBMITTED / UNKNOWN GTTs: adopted when an active GTT at the broker matches symbol, quantity and
+  trigger and is not ours already; created again only after the settle window.
+- ACTIVE GTTs that the broker shows triggered: the exit is recorded from the child order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from services.execution import ledger
+from services.execution.brokers.base import BrokerError, BrokerGtt, GttStatus
+from services.execution.processor import Execution
+from services.execution.states import GttEvent, GttState, OrderEvent, OrderState
+from shared.bus.publisher import OutboxRelay
+from shared.contracts.messages import AlertLevel, GttTriggered
+from shared.domain.money import to_paise
+from shared.store.models import Gtt, Order
+
+log = logging.getLogger("ratchet.execution")
+
+
+class Reconciler:
+    def __init__(self, execution: Execution, relay: OutboxRelay) -> None:
+        self.execution = execution
+        self.relay = relay
+        self.sessions = execution.sessions
+        self.broker = execution.broker
+
+    def now_ms(self) -> int:
+        return int(self.execution.clock() * 1000)
+
+    def run_once(self) -> None:
+        try:
+            self.settle_orders()
+            self.settle_gtts()
+        except BrokerError as exc:
+            log.warning("reconciliation deferred: broker unavailable", extra={"error": str(exc)})
+        finally:
+            self.relay.flush()
+
+    # --- orders --------------------------------------------------------------------------------
+
+    def settle_orders(self) -> None:
+        settle = timedelta(seconds=self.execution.settings.execution.unknown_settle_s)
+        with self.sessions() as session:
+            pending = list(
+                session.scalars(
+                    select(Order)
+                    .where(Order.state.in_([OrderState.SUBMITTED, OrderState.UNKNOWN, OrderState.OPEN]))
+                    .order_by(Order.id)
+                )
+            )
+        for order in pending:
+            if order.state == OrderState.OPEN and order.broker_order_id:
+                found = self.broker.order(order.broker_order_id)
+            else:
+                found = self.broker.order_by_tag(order.tag)
+            if found is not None:
+                self.execution.apply_broker_order(order.id, found, self.now_ms())
+                continue
+            if order.state == OrderState.OPEN:
+                continue
+            submitted = order.submitted_at or order.created_at
+            if ledger.utcnow() - submitted < settle:
+                continue
+            self._resubmit(order)
+
+    def _resubmit(self, order: Order) -> None:
+        """Not found at the broker after the settle window: it was never placed. Send it now —
+        unless it adds risk and trading is halted, in which case it is rejected."""
+        ts_ms = self.now_ms()
+        with self.sessions.begin() as session:
+            row = session.get(Order, order.id, with_for_update=True)
+            if row is None or row.state not in (OrderState.SUBMITTED, OrderState.UNKNOWN):
+                return
+            if row.submitted_at != order.submitted_at:
+                return  # another replica resubmitted it meanwhile
+            halt = ledger.active_halt(session)
+            if row.adds_risk and halt is not None:
+                reason = f"guard: halted ({halt.reason}); never reached the broker"
+                ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
+                self.execution._emit_rejected(session, row, reason, "halted", ts_ms)
+                return
+            ledger.move_order(
+                session, row, OrderEvent.RESUBMIT, note="not found after settle window",
+                submitted_at=ledger.utcnow(), attempts=row.attempts + 1,
+            )
+        log.info("resubmitting order not found at broker", extra={"intent_id": order.intent_id})
+        self.execution.submit(order.id, ts_ms)
+
+    # --- GTTs ----------------------------------------------------------------------------------
+
+    def settle_gtts(self) -> None:
+        with self.sessions() as session:
+            ours = list(session.scalars(select(Gtt).where(Gtt.state.in_(
+                [GttState.SUBMITTED, GttState.UNKNOWN, GttState.ACTIVE])).order_by(Gtt.id)))
+            known_ids = set(session.scalars(select(Gtt.trigger_id).where(Gtt.trigger_id.is_not(None))))
+        if not ours:
+            return
+        at_broker = {g.trigger_id: g for g in self.broker.gtts()}
+        settle = timedelta(seconds=self.execution.settings.execution.unknown_settle_s)
+        for gtt in ours:
+            if gtt.state == GttState.ACTIVE:
+                self._check_active(gtt, at_broker.get(gtt.trigger_id or ""))
+                continue
+            match = self._match(gtt, at_broker.values(), known_ids)
+            if match is not None:
+                known_ids.add(match.trigger_id)
+                self.execution.adopt_gtt(gtt.id, match.trigger_id, self.now_ms())
+            elif ledger.utcnow() - (gtt.submitted_at or gtt.created_at) >= settle:
+                with self.sessions.begin() as session:
+                    row = session.get(Gtt, gtt.id, with_for_update=True)
+                    if row is None or row.state not in (GttState.SUBMITTED, GttState.UNKNOWN):
+                        continue
+                    ledger.move_gtt(session, row, GttEvent.RESUBMIT, submitted_at=ledger.utcnow())
+                self.execution.submit_gtt(gtt.id, self.now_ms())
+
+    @staticmethod
+    def _match(gtt: Gtt, candidates, known_ids: set[str]) -> BrokerGtt | None:  # noqa: ANN001
+        triggers = {to_paise(gtt.trigger_price), to_paise(gtt.desired_trigger)}
+        for cand in candidates:
+            if (
+                cand.trigger_id not in known_ids
+                and cand.status == GttStatus.ACTIVE
+                and cand.symbol == gtt.symbol
+                and cand.exchange == gtt.exchange
+                and cand.qty == gtt.qty
+                and cand.stop_trigger in triggers
+            ):
+                return cand
+        return None
+
+    def _check_active(self, gtt: Gtt, at_broker: BrokerGtt | None) -> None:
+        if at_broker is None or at_broker.status in (GttStatus.DELETED, GttStatus.CANCELLED,
+                                                    GttStatus.EXPIRED, GttStatus.REJECTED):
+            with self.sessions.begin() as session:
+                ledger.raise_alert(
+                    session, AlertLevel.CRITICAL, "gtt_missing",
+                    f"the stop of {gtt.symbol} leg {gtt.leg} is not live at the broker",
+                    ts_ms=self.now_ms(), symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=gtt.intent_id,
+                )
+            return
+        if at_broker.status == GttStatus.TRIGGERED:
+            self.on_triggered(gtt.id, at_broker, self.now_ms())
+            return
+        if gtt.delete_requested or gtt.desired_trigger > gtt.trigger_price:
+            self.execution.sync_gtt(gtt.id)
+
+    def on_triggered(self, gtt_id: int, at_broker: BrokerGtt, ts_ms: int) -> None:
+        """Record the trigger, and the exit once the child order has filled."""
+        with self.sessions.begin() as session:
+            row = session.get(Gtt, gtt_id, with_for_update=True)
+            if row is None:
+                return
+            if row.state == GttState.ACTIVE:
+                ledger.move_gtt(session, row, GttEvent.TRIGGER)
+                ledger.emit(
+                    session,
+                    GttTriggered(**self.execution._gtt_leg(row, ts_ms), trigger_id=at_broker.trigger_id,
+                                 price=to_paise(row.trigger_price)),
+                    msg_id=f"{row.intent_id}:triggered",
+                    ts_ms=ts_ms,
+                )
+        child = self.broker.order(at_broker.triggered_order_id) if at_broker.triggered_order_id else None
+        if child is not None and child.filled_qty > 0:
+            self.execution.record_gtt_exit(gtt_id, child, ts_ms)
+
+    def triggered_by_tick(self, trigger_ids: list[str], ts_ms: int) -> None:
+        """The paper broker fired these GTTs on a tick: record them at once."""
+        by_id = {g.trigger_id: g for g in self.broker.gtts() if g.trigger_id in set(trigger_ids)}
+        with self.sessions() as session:
+            rows = session.scalars(select(Gtt).where(Gtt.trigger_id.in_(trigger_ids))).all()
+        for row in rows:
+            if row.trigger_id in by_id:
+                self.on_triggered(row.id, by_id[row.trigger_id], ts_ms)
+        self.relay.flush()
+
+    def stale_submissions(self) -> int:
+        """Count of orders still unsettled (for readiness and metrics)."""
+        with self.sessions() as session:
+            return len(session.scalars(select(Order.id).where(
+                Order.state.in_([OrderState.SUBMITTED, OrderState.UNKNOWN]))).all())
+
+
+def wait_until_reconciled(reconciler: Reconciler, timeout_s: float = 120.0) -> None:
+    """At start nothing new is placed until earlier submissions are settled."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reconciler.run_once()
+        if reconciler.stale_submissions() == 0:
+            return
+        time.sleep(0.5)
+    log.warning("start-up reconciliation still has unsettled orders; continuing")
+
