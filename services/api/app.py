@@ -1,0 +1,124 @@
+"""The api's composition root: :func:`create_app` builds the clients and wires the routers.
+
+Nothing is built at import. Tests pass their own ``engine`` and ``redis``; a process calls
+:func:`services.api.main.main`, which builds them from the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+
+from shared.config import Settings
+from shared.store.db import make_engine, make_sessions
+
+from . import problems
+from .context import ApiContext, KeyCache
+from .metrics import ApiMetrics, MetricsMiddleware
+from .middleware import SecurityHeadersMiddleware
+from .routers import alerts, health, ladders, market, orders, pnl, positions, trades
+
+STATIC = Path(__file__).parent / "static"
+API_PREFIX = "/api/v1"
+VERSION = "1.0.0"
+
+
+def _api_router() -> APIRouter:
+    # Every /api/v1 route may answer these problems (401 without a valid key, 403 for a role
+    # that does not allow it, 422 for a bad request, 429 over the rate limit).
+    router = APIRouter(
+        prefix=API_PREFIX, responses=problems.problem_responses(401, 403, 422, 429)
+    )
+    router.include_router(positions.router)
+    router.include_router(ladders.router)
+    router.include_router(trades.router)
+    router.include_router(orders.orders_router)
+    router.include_router(orders.gtts_router)
+    router.include_router(market.candles_router)
+    router.include_router(market.ltp_router)
+    router.include_router(pnl.router)
+    router.include_router(alerts.router)
+    return router
+
+
+def _build_clients(
+    settings: Settings, engine: Engine | None, client: redis_lib.Redis | None
+) -> tuple[Engine, redis_lib.Redis, bool]:
+    owns = engine is None or client is None
+    if engine is None:
+        engine = make_engine(settings.require_database_url(), pool_size=10)
+    if client is None:
+        client = redis_lib.Redis.from_url(
+            settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=3
+        )
+    return engine, client, owns
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, redis: redis_lib.Redis | None = None
+) -> FastAPI:
+    """The api as an ASGI app. Clients not given are built from ``settings`` and closed on
+    shutdown; given ones belong to the caller."""
+    engine, client, owns = _build_clients(settings, engine, redis)
+    ctx = ApiContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessions(engine),
+        redis=client,
+        keys=KeyCache(),
+        owns_clients=owns,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    app = FastAPI(
+        title="Ratchet API",
+        version=VERSION,
+        description="Positions, ladders, trades, orders, PnL and controls of a Ratchet system. "
+        "Send an API key in the `X-API-Key` header. Prices are rupees. "
+        "Errors are RFC 9457 problem details.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.metrics = ApiMetrics()
+    problems.install(app)
+
+    app.include_router(health.router)
+    app.include_router(_api_router())
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = problems.add_problem_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    # Outermost first: metrics see every request, including those a later layer refuses.
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
