@@ -23,6 +23,7 @@ from shared.store.db import make_engine, make_sessions
 
 from . import problems
 from .context import ApiContext, KeyCache
+from .fastpath import FastReads
 from .metrics import ApiMetrics, MetricsMiddleware
 from .middleware import SecurityHeadersMiddleware
 from .routers import alerts, health, ladders, market, orders, pnl, positions, trades
@@ -75,15 +76,17 @@ def create_app(
         sessions=make_sessions(engine),
         redis=client,
         keys=KeyCache(),
+        fast=FastReads.build(engine, client),
         owns_clients=owns,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.open()
         try:
             yield
         finally:
-            ctx.close()
+            await ctx.close()
 
     app = FastAPI(
         title="Ratchet API",

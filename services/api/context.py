@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.auth import Role
 from shared.config import Settings
 
+from .fastpath import FastReads
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -88,9 +90,14 @@ class ApiContext:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     keys: KeyCache
+    fast: FastReads
     owns_clients: bool = False
 
-    def close(self) -> None:
+    async def open(self) -> None:
+        await self.fast.open()
+
+    async def close(self) -> None:
+        await self.fast.close()
         if self.owns_clients:
             self.redis.close()
             self.engine.dispose()

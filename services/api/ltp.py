@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 
 from shared.contracts.streams import LTP_HASH
 
@@ -57,6 +58,20 @@ def read_quotes(client: redis.Redis, names: Iterable[str]) -> dict[str, Quote]:
     if not wanted:
         return {}
     values = client.hmget(LTP_HASH, wanted)
+    quotes = {}
+    for name, raw in zip(wanted, values, strict=True):
+        quote = _parse(name, raw)
+        if quote is not None:
+            quotes[name] = quote
+    return quotes
+
+
+async def read_quotes_async(client: aioredis.Redis, names: Iterable[str]) -> dict[str, Quote]:
+    """:func:`read_quotes` on the event loop."""
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return {}
+    values = await client.hmget(LTP_HASH, wanted)
     quotes = {}
     for name, raw in zip(wanted, values, strict=True):
         quote = _parse(name, raw)

@@ -92,3 +92,21 @@ def test_problem_response_body() -> None:
 
 def test_route_template_without_a_match() -> None:
     assert route_template({"type": "http"}) == "<unmatched>"
+
+
+def test_position_dicts_match_the_schema() -> None:
+    from services.api.routers.positions import position_dicts
+    from services.api.schemas import Position
+
+    rows = [
+        ("INFY", "NSE", "L1", 1, 30, 10000, 9750, 9800, 10500, "OPEN"),
+        ("INFY", "NSE", "L1", 2, 29, 10030, 9775, 9775, None, "OPEN"),
+        ("TCS", "NSE", "L2", 1, 1, 350000, None, None, None, "OPEN"),
+    ]
+    out = position_dicts(rows, {"NSE:INFY": 10150})
+    for item in out:
+        assert Position.model_validate(item).model_dump() == item
+        assert list(item) == list(Position.model_fields)
+    assert out[0]["pnl"] == 45.0 and out[0]["pnl_pct"] == 1.5 and out[0]["target"] == 105.0
+    assert out[1]["pnl"] == 34.8 and out[1]["target"] is None
+    assert out[2]["ltp"] is None and out[2]["pnl"] is None and out[2]["initial_stop"] is None
