@@ -106,3 +106,49 @@ def assert_shape(expected: Any, actual: Any, path: str = "") -> None:
         # the SDK turns 19-character timestamps into datetimes; Kite may send null for strings
         assert actual is None or isinstance(actual, (str, dt.datetime)), (
             f"{path}: {actual!r} is not a string")
+
+
+class TickerClient:
+    """Drives ``kite_ticker_client.py`` (a real ``KiteTicker``) and collects its events."""
+
+    def __init__(self, sim: SimProcess, access_token: str, *flags: str) -> None:
+        script = Path(__file__).with_name("kite_ticker_client.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(sim.port), API_KEY, access_token, *flags],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.events: list[dict[str, Any]] = []
+        import threading
+
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, pred: Any, timeout: float = 20.0, start: int = 0) -> dict[str, Any]:
+        """The first event (from index ``start``) matching ``pred``; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events[start:]:
+                if pred(event):
+                    return event
+            time.sleep(0.02)
+        raise AssertionError(f"no matching event; last events: {self.events[-5:]}")
+
+    def ticks(self, start: int = 0) -> list[dict[str, Any]]:
+        return [t for e in self.events[start:] if e["event"] == "ticks" for t in e["ticks"]]
+
+    def close(self) -> None:
+        try:
+            self.send(stop=True)
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
