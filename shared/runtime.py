@@ -8,6 +8,7 @@ so that a supervisor restarts it, rather than leaving a half-working service.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -79,6 +80,16 @@ class ServiceRuntime:
                     log.exception("periodic task failed", extra={"task": name})
 
         self.spawn(name, _loop)
+
+    def announce_ready(self, client: redis.Redis, ttl_s: int = 15) -> None:
+        """Tell supervisors (``ratchet run``, probes) that this process is up and working."""
+        key = f"ratchet.ready.{self.name}.{self.settings.replica}"
+
+        def _beat() -> None:
+            client.set(key, str(os.getpid()), ex=ttl_s)
+
+        _beat()
+        self.every("ready", ttl_s / 3, _beat)
 
     def wait(self, grace_s: float = 8.0) -> None:
         while not self.stop.is_set():

@@ -63,4 +63,5 @@ def main(settings: Settings) -> None:
         runtime.spawn("ticks", ticks.run)
     runtime.every("reconcile", 1.0, reconciler.run_once)
     runtime.every("outbox", 0.2, relay.flush)
+    runtime.announce_ready(client)
     runtime.wait()

@@ -65,7 +65,7 @@ class StreamConsumer:
     claim_idle_ms: int = 30_000
     batch: int = 500
     block_ms: int = 500
-    start: str = "0"
+    start: str | dict[str, str] = "0"  # where a new group starts, for all or per stream
     after_batch: BatchHook | None = None
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     _failures: dict[str, int] = field(default_factory=dict)
@@ -74,7 +74,8 @@ class StreamConsumer:
 
     def setup(self) -> None:
         for stream in self.streams:
-            ensure_group(self.client, stream, self.group, self.start)
+            start = self.start if isinstance(self.start, str) else self.start.get(stream, "0")
+            ensure_group(self.client, stream, self.group, start)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; finishes the batch in hand before returning."""

@@ -1,0 +1,104 @@
+"""Composition root of the strategy service. It holds no broker client: intents only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import redis
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.strategy.service import StrategyService
+from shared.bus.consumer import StreamConsumer
+from shared.bus.publisher import OutboxRelay, Publisher
+from shared.config import Settings
+from shared.contracts import streams
+from shared.domain.candles import Bar
+from shared.domain.engine import MomentumEngine
+from shared.domain.ladder import StrategyParams
+from shared.domain.money import to_paise
+from shared.domain.session import SessionRules
+from shared.runtime import ServiceRuntime
+from shared.store.models import Instrument, Ohlcv
+
+NAME = "strategy"
+
+log = logging.getLogger("ratchet.strategy")
+
+
+def instrument_loader(
+    sessions: sessionmaker[Session], settings: Settings, rules: SessionRules
+) -> Callable[[str], tuple[str, int, list[Bar]] | None]:
+    """Looks up an instrument and the stored bars that warm its EMAs (EMA200 ready at once)."""
+    tf = settings.strategy.timeframe_minutes
+    need = max(settings.marketdata.history_bars, max(settings.strategy.ema_periods)) + 50
+
+    def load(symbol: str) -> tuple[str, int, list[Bar]] | None:
+        with sessions() as session:
+            inst = session.scalars(select(Instrument).where(Instrument.tradingsymbol == symbol)).first()
+            if inst is None:
+                return None
+            rows = session.scalars(
+                select(Ohlcv).where(Ohlcv.exchange == inst.exchange, Ohlcv.symbol == symbol,
+                                    Ohlcv.timeframe == tf).order_by(Ohlcv.ts.desc()).limit(need)
+            ).all()
+        bars = []
+        for r in reversed(rows):
+            start = int(r.ts.timestamp() * 1000)
+            bars.append(Bar(start, start + rules.timeframe_ms, to_paise(r.open), to_paise(r.high),
+                            to_paise(r.low), to_paise(r.close), r.volume))
+        return inst.exchange, to_paise(inst.tick_size), bars
+
+    return load
+
+
+def known_symbols(sessions: sessionmaker[Session]) -> list[str]:
+    with sessions() as session:
+        return list(session.scalars(select(Instrument.tradingsymbol)))
+
+
+def wait_for_feed(client: redis.Redis, runtime: ServiceRuntime) -> None:
+    """Marketdata writes the instruments and their history before its feed starts beating:
+    warming the EMAs any earlier would warm them on a partial history."""
+    logged = False
+    while not client.exists(streams.FEED_HEARTBEAT) and not runtime.stop.is_set():
+        if not logged:
+            log.info("waiting for the marketdata feed to start")
+            logged = True
+        runtime.stop.wait(0.5)
+
+
+def main(settings: Settings) -> None:
+    runtime = ServiceRuntime(NAME, settings)
+    runtime.install_signals()
+    client = runtime.redis()
+    sessions = runtime.sessions()
+    rules = SessionRules(timeframe_minutes=settings.strategy.timeframe_minutes,
+                         entry_cutoff_minutes=settings.strategy.entry_cutoff_minutes)
+    engine = MomentumEngine(StrategyParams.from_settings(settings.strategy), rules)
+    service = StrategyService(engine, sessions, settings.strategy,
+                              instrument_loader(sessions, settings, rules),
+                              resend_after_s=settings.execution.intent_resend_s)
+    wait_for_feed(client, runtime)
+    service.restore(known_symbols(sessions))
+    relay = OutboxRelay(sessions, Publisher(client, NAME), NAME)
+    consumer_name = f"{NAME}-{settings.replica}"
+    market = StreamConsumer(
+        client, [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES, streams.EXEC_EVENTS],
+        streams.GROUP_STRATEGY, consumer_name, service.handle,
+        dead_letter_after=settings.dead_letter_after, batch=500, after_batch=relay.flush,
+        start={s: "$" for s in streams.all_tick_streams(settings.tick_shards)},
+    )
+    control = StreamConsumer(
+        client, [streams.CONTROL], streams.control_group(NAME, settings.replica), consumer_name,
+        service.handle, start="$", batch=10, after_batch=relay.flush,
+    )
+    runtime.spawn("market", market.run)
+    runtime.spawn("control", control.run)
+    runtime.every("outbox", 0.2, relay.flush)
+    runtime.every("flush-highs", 5.0, service.flush_dirty)
+    runtime.every("resend", 5.0, service.resend_unanswered)
+    runtime.announce_ready(client)
+    runtime.wait()

@@ -1,0 +1,323 @@
+"""The strategy service: stream events in, the pure engine's decisions out as intents.
+
+Deterministic: the same events give the same intents (ids included). A decision and the state
+that produced it are committed together (intents staged in the outbox), so a crash can neither
+send an intent without remembering it nor remember one without sending it. Ticks that change
+nothing durable (a new high without a stop step) are kept in memory and flushed every few
+seconds; after a crash the highest price may restart slightly lower — the stop never moves down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.strategy import persistence
+from shared.config import StrategySettings
+from shared.bus.publisher import stage
+from shared.contracts import streams
+from shared.contracts.messages import (
+    Candle,
+    Envelope,
+    ExitLeg,
+    ExitReason,
+    ExitRequested,
+    Flatten,
+    GttPlaced,
+    LegClosed,
+    ModifyGtt,
+    OrderFilled,
+    OrderRejected,
+    ParamsChanged,
+    Payload,
+    PlaceGtt,
+    PlaceOrder,
+    Side,
+    StrategyStart,
+    StrategyStop,
+    Ticks,
+)
+from shared.domain.candles import Bar
+from shared.domain.engine import MomentumEngine, intent_id
+from shared.domain.ladder import (
+    Decision,
+    EnterLeg,
+    Ladder,
+    LegState,
+    ProtectLeg,
+    RaiseStop,
+    StrategyParams,
+)
+
+log = logging.getLogger("ratchet.strategy")
+SOURCE = "strategy"
+
+
+@dataclass
+class Awaiting:
+    """An intent sent and not yet answered: re-sent with the same id after a timeout."""
+
+    payload: Payload
+    sent_at: float
+
+
+InstrumentLoader = Callable[[str], tuple[str, int, list[Bar]] | None]
+"""symbol -> (exchange, tick in paise, stored bars oldest first), or None if unknown."""
+
+
+@dataclass
+class StrategyService:
+    engine: MomentumEngine
+    sessions: sessionmaker[Session]
+    settings: StrategySettings
+    loader: InstrumentLoader
+    resend_after_s: float = 15.0
+    enabled: bool = True
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    awaiting: dict[str, Awaiting] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    last_bar: dict[str, int] = field(default_factory=dict)
+    engine_symbols: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.engine.params.strategy_name
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def restore(self, symbols: list[str]) -> None:
+        """Rebuild the engine for the known symbols (others are loaded when first seen)."""
+        with self.sessions() as session:
+            states = persistence.load_states(session, self.name)
+        for symbol in symbols:
+            if self._load(symbol, states.get(symbol), before_ms=None):
+                self.engine_symbols.add(symbol)
+        log.info("strategy restored", extra={"ladders": len(self.engine.ladders()),
+                                             "symbols": len(symbols)})
+
+    def _load(self, symbol: str, state: dict | None, before_ms: int | None) -> bool:
+        """Add one symbol: EMAs from stored bars up to the last bar it had processed (or before
+        ``before_ms``, the bar in hand), then its ladder; later bars come from the stream."""
+        found = self.loader(symbol)
+        if found is None:
+            return False
+        exchange, tick, bars = found
+        self.engine.add_instrument(symbol, exchange, tick)
+        last = state.get("last_bar_ms") if state else None
+        warm = [b for b in bars if (last is None or b.start_ms <= last)
+                and (before_ms is None or b.start_ms < before_ms)]
+        self.engine.warm_bars(symbol, warm)
+        if warm:
+            self.last_bar[symbol] = warm[-1].start_ms
+        if state and state.get("ladder"):
+            ladder = Ladder.from_dict(state["ladder"])
+            self.engine.restore_ladder(ladder)
+            self._await_pending(ladder)
+        return True
+
+    def known(self, symbol: str, before_ms: int | None = None) -> bool:
+        """True once the symbol is in the engine, loading it on first sight."""
+        if symbol in self.engine_symbols:
+            return True
+        with self.sessions() as session:
+            state = persistence.load_states(session, self.name, symbol).get(symbol)
+        if self._load(symbol, state, before_ms):
+            self.engine_symbols.add(symbol)
+            return True
+        return False
+
+    def _await_pending(self, ladder: Ladder) -> None:
+        """Unanswered entries of a restored ladder are re-sent (same ids) after the timeout."""
+        for leg in ladder.legs.values():
+            if leg.state is LegState.PENDING:
+                decision = EnterLeg(ladder.ladder_id, ladder.symbol, ladder.exchange, leg.leg, leg.qty,
+                                    leg.ref_price, leg.signal_ms,
+                                    intent_id(self.name, ladder.exchange, ladder.symbol, ladder.key,
+                                              leg.leg, "buy"))
+                self.awaiting[decision.intent_id] = Awaiting(self._intent(decision), time.monotonic())
+
+    # --- stream handlers -------------------------------------------------------------------------
+
+    def handle(self, _stream: str, _entry_id: str, envelope: Envelope) -> None:
+        payload = envelope.payload
+        with self.lock:
+            if isinstance(payload, Ticks):
+                self.on_ticks(payload)
+            elif isinstance(payload, Candle):
+                self.on_candle(payload)
+            elif isinstance(payload, OrderFilled | OrderRejected | LegClosed | GttPlaced):
+                self.on_exec_event(payload)
+            elif isinstance(payload, ExitRequested | Flatten | StrategyStart | StrategyStop | ParamsChanged):
+                self.on_control(payload)
+
+    def on_ticks(self, payload: Ticks) -> None:
+        engine = self.engine
+        for tick in payload.ticks:
+            if tick.symbol not in self.engine_symbols and not self.known(tick.symbol):
+                continue
+            decisions = engine.on_tick(tick.symbol, tick.ts_ms, tick.price)
+            ladder = engine.active_ladder(tick.symbol)
+            if decisions:
+                self.commit(tick.symbol, decisions)
+            elif ladder is not None and ladder.open_legs():
+                self.dirty.add(tick.symbol)
+
+    def on_candle(self, candle: Candle) -> None:
+        if not self.known(candle.symbol, before_ms=candle.start_ms):
+            log.warning("candle of an unknown instrument", extra={"symbol": candle.symbol})
+            return
+        bar = Bar(candle.start_ms, candle.end_ms, candle.open, candle.high, candle.low,
+                  candle.close, candle.volume)
+        decisions = self.engine.on_bar(candle.symbol, bar)
+        self.last_bar[candle.symbol] = max(candle.start_ms, self.last_bar.get(candle.symbol, 0))
+        if not self.enabled:
+            decisions = [d for d in decisions if not isinstance(d, EnterLeg)]
+            self._drop_unsent_ladder(candle.symbol)
+        self.commit(candle.symbol, decisions)
+
+    def _drop_unsent_ladder(self, symbol: str) -> None:
+        """Strategy stopped: a signal does not open a ladder (open ladders keep trailing)."""
+        ladder = self.engine.active_ladder(symbol)
+        if ladder is not None and all(leg.state is LegState.PENDING for leg in ladder.legs.values()):
+            self.engine.on_entry_rejected(ladder.ladder_id, 1, 0)
+
+    def on_exec_event(self, event: OrderFilled | OrderRejected | LegClosed | GttPlaced) -> None:
+        engine = self.engine
+        decisions: list[Decision] = []
+        ladder = engine.ladder(event.ladder_id)
+        if isinstance(event, OrderFilled) and event.side == Side.BUY:
+            self.awaiting.pop(event.intent_id, None)
+            decisions = engine.on_entry_filled(event.ladder_id, event.leg, event.price, event.qty, event.ts_ms)
+        elif isinstance(event, OrderRejected):
+            self.awaiting.pop(event.intent_id, None)
+            decisions = engine.on_entry_rejected(event.ladder_id, event.leg, event.ts_ms)
+        elif isinstance(event, LegClosed):
+            decisions = engine.on_leg_closed(event.ladder_id, event.leg, event.exit_price, event.ts_ms,
+                                             event.reason.value)
+        elif isinstance(event, GttPlaced):
+            self.awaiting.pop(event.intent_id, None)
+            with self.sessions.begin() as session:
+                persistence.set_gtt_id(session, event.ladder_id, event.leg, event.trigger_id)
+            return
+        if ladder is not None:
+            self.commit(ladder.symbol, decisions, ladder=ladder)
+
+    def on_control(self, payload: Payload) -> None:
+        if isinstance(payload, StrategyStop):
+            self.enabled = False
+        elif isinstance(payload, StrategyStart):
+            self.enabled = True
+        elif isinstance(payload, ParamsChanged) and payload.section == "strategy":
+            merged = StrategySettings(**{**self.settings.model_dump(), **payload.values})
+            self.engine.set_params(StrategyParams.from_settings(merged))
+            self.settings = merged
+            log.info("strategy settings applied", extra={"by": payload.by, "values": payload.values})
+        elif isinstance(payload, Flatten):
+            for ladder in self.engine.ladders():
+                self._exit_ladder(ladder, ExitReason.FLATTEN)
+        elif isinstance(payload, ExitRequested):
+            ladder = self.engine.ladder(payload.ladder_id)
+            if ladder is not None:
+                self._exit_ladder(ladder, ExitReason.MANUAL, only_leg=payload.leg)
+
+    def _exit_ladder(self, ladder: Ladder, reason: ExitReason, only_leg: int | None = None) -> None:
+        intents: list[Payload] = []
+        for leg in ladder.open_legs():
+            if only_leg is not None and leg.leg != only_leg:
+                continue
+            intents.append(ExitLeg(
+                intent_id=intent_id(self.name, ladder.exchange, ladder.symbol, ladder.key, leg.leg, "exit"),
+                strategy=self.name, exchange=ladder.exchange, symbol=ladder.symbol,
+                ladder_id=ladder.ladder_id, leg=leg.leg, ts_ms=leg.entry_ms or 0, qty=leg.qty,
+                ref_price=leg.highest, reason=reason,
+            ))
+        if intents:
+            with self.sessions.begin() as session:
+                for intent in intents:
+                    self._stage(session, intent)
+
+    # --- decisions -> intents ------------------------------------------------------------------
+
+    def commit(
+        self,
+        symbol: str,
+        decisions: Sequence[Decision],
+        *,
+        ladder: Ladder | None = None,
+    ) -> None:
+        """Persist the symbol's state, its ladder rows and the intents, in one transaction.
+        ``ladder`` names a ladder the decisions may have ended (gone from the engine)."""
+        current = self.engine.active_ladder(symbol)
+        touched = ladder or current
+        with self.sessions.begin() as session:
+            for decision in decisions:
+                intent = self._intent(decision)
+                if intent is not None:
+                    self._stage(session, intent)
+                    if isinstance(intent, PlaceOrder | PlaceGtt):
+                        self.awaiting[intent.intent_id] = Awaiting(intent, time.monotonic())
+            if touched is not None:
+                persistence.save_ladder(session, self.name, touched, _phase(touched))
+            persistence.save_symbol(session, self.name, symbol, self.last_bar.get(symbol), current)
+        self.dirty.discard(symbol)
+
+    def _intent(self, d: Decision) -> Payload | None:
+        if not isinstance(d, EnterLeg | ProtectLeg | RaiseStop):
+            return None  # LadderEnded: informational
+        common = {"intent_id": d.intent_id, "strategy": self.name, "exchange": d.exchange,
+                  "symbol": d.symbol, "ladder_id": d.ladder_id, "ts_ms": d.ts_ms}
+        if isinstance(d, EnterLeg):
+            return PlaceOrder(**common, leg=d.leg, qty=d.qty, ref_price=d.ref_price)
+        if isinstance(d, ProtectLeg):
+            return PlaceGtt(**common, leg=d.leg, qty=d.qty, trigger=d.trigger, target=d.target,
+                            last_price=d.last_price)
+        return ModifyGtt(**common, leg=d.leg, qty=d.qty, trigger=d.trigger, target=d.target,
+                         last_price=d.last_price)
+
+    def _stage(self, session: Session, intent: Payload) -> None:
+        stage(session, streams.INTENTS, intent, msg_id=intent.intent_id,  # type: ignore[attr-defined]
+              ts_ms=intent.ts_ms, source=SOURCE)  # type: ignore[attr-defined]
+
+    # --- periodic --------------------------------------------------------------------------------
+
+    def flush_dirty(self) -> None:
+        """Persist trailing highs that changed nothing else."""
+        with self.lock:
+            symbols = list(self.dirty)
+            if not symbols:
+                return
+            with self.sessions.begin() as session:
+                for symbol in symbols:
+                    ladder = self.engine.active_ladder(symbol)
+                    if ladder is not None:
+                        persistence.save_ladder(session, self.name, ladder, _phase(ladder))
+                        persistence.save_symbol(session, self.name, symbol,
+                                                self.last_bar.get(symbol), ladder)
+            self.dirty.clear()
+
+    def resend_unanswered(self) -> None:
+        """Producers re-send: an intent without an answer after the timeout goes again."""
+        now = time.monotonic()
+        with self.lock:
+            due = [a for a in self.awaiting.values() if now - a.sent_at >= self.resend_after_s]
+            if not due:
+                return
+            with self.sessions.begin() as session:
+                for item in due:
+                    self._stage(session, item.payload)
+                    item.sent_at = now
+        log.info("re-sent unanswered intents", extra={"count": len(due)})
+
+
+def _phase(ladder: Ladder) -> str:
+    states = [leg.state for leg in ladder.legs.values()]
+    if ladder.active:
+        return "ACTIVE" if any(s is not LegState.PENDING for s in states) else "PENDING"
+    if all(s is LegState.REJECTED for s in states):
+        return "CANCELLED"
+    return "ENDED"
