@@ -87,7 +87,7 @@ async def price(body: PriceBody, sim: SimDep) -> Response:
     st = sim.market.by_key.get(f"{body.exchange}:{body.symbol}")
     if st is None:
         raise input_error(f"unknown instrument {body.exchange}:{body.symbol}")
-    sim.set_price(st, to_paise(str(body.price)))
+    sim.set_price(st, to_paise(str(round(body.price, 2))))
     sim.save()
     return ok({"last_price": st.ltp / 100, "lower_circuit_limit": st.lower / 100,
                "upper_circuit_limit": st.upper / 100})
