@@ -39,7 +39,9 @@ _OPEN = LegState.OPEN
 _PENDING = LegState.PENDING
 
 
-def intent_id(strategy: str, exchange: str, symbol: str, ladder_key: str, leg: int, action: str) -> str:
+def intent_id(
+    strategy: str, exchange: str, symbol: str, ladder_key: str, leg: int, action: str
+) -> str:
     """``{strategy}:{exchange}:{symbol}:{ladder}:{leg}:{action}`` (DESIGN §4)."""
     return f"{strategy}:{exchange}:{symbol}:{ladder_key}:{leg}:{action}"
 
@@ -267,8 +269,9 @@ class MomentumEngine:
         if qty <= 0:  # cannot afford one share: the leg is spent, not retried
             return
         ladder.legs[n] = Leg(n, qty, price, stop_pct_s, signal_ms=ts_ms)
-        iid = intent_id(self.params.strategy_name, ladder.exchange, inst.symbol, ladder.key, n, "buy")
-        out.append(EnterLeg(ladder.ladder_id, inst.symbol, ladder.exchange, n, qty, price, ts_ms, iid))
+        exchange, symbol = ladder.exchange, inst.symbol
+        iid = intent_id(self.params.strategy_name, exchange, symbol, ladder.key, n, "buy")
+        out.append(EnterLeg(ladder.ladder_id, symbol, exchange, n, qty, price, ts_ms, iid))
 
     # --- execution outcomes ---------------------------------------------------------------------
 

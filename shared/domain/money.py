@@ -20,7 +20,7 @@ def _decimal(value: Decimal | str | int | float) -> Decimal:
     if isinstance(value, Decimal):
         return value
     if isinstance(value, float):
-        # repr of a float is its shortest round-trip decimal: 0.1 -> "0.1", not 0.1000000000000000055
+        # a float's repr is its shortest round-trip decimal: 0.1 -> "0.1"
         return Decimal(repr(value))
     return Decimal(value)
 
@@ -57,7 +57,7 @@ def ceil_to_tick(paise: int, tick: int) -> int:
 
 
 def price_below(price: int, pct_s: int, tick: int) -> int:
-    """price × (1 − pct) rounded down to the tick, exactly (stops: never above the exact level)."""
+    """price × (1 − pct) rounded down to the tick, exactly (stops never sit above the level)."""
     return price * (ONE - pct_s) // (ONE * tick) * tick
 
 

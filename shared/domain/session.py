@@ -134,9 +134,8 @@ class SessionRules:
         if not self.enabled or not self.is_trading_day(ist_date_ordinal):
             return []
         tf = self.timeframe_minutes * MINUTE_MS
-        return list(
-            range(self.session_open_ms(ist_date_ordinal), self.session_close_ms(ist_date_ordinal), tf)
-        )
+        first = self.session_open_ms(ist_date_ordinal)
+        return list(range(first, self.session_close_ms(ist_date_ordinal), tf))
 
     # --- entries --------------------------------------------------------------------------------
 

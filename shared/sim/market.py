@@ -159,7 +159,7 @@ class _Scenario:
         sig = self.sigma
         segs: list[_Segment] = []
         h = -self.HISTORY_FIXED
-        if pick < RESUME_SHARE:  # an uptrend that paused at the end of history, resuming at the open
+        if pick < RESUME_SHARE:  # an uptrend that paused at the end of history, resumes at the open
             self.kind = "resume"
             # the pullback's depth is measured in the trend's own drift, so that it takes the
             # price below its short averages but (mostly) not below the longer ones

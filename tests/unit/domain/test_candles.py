@@ -128,3 +128,13 @@ def test_bar_invariants(ticks: list[tuple[int, int]]) -> None:
     starts = [b.start_ms for b in bars]
     assert starts == sorted(set(starts))
     assert sum(b.volume for b in bars) == accepted
+
+
+def test_day_volume_restarts_each_session() -> None:
+    agg = CandleAggregator(RULES)
+    agg.on_tick(OPEN + 24 * BAR + 5, 100_00, 9_000_000)
+    agg.on_tick(OPEN + 24 * BAR + 10, 100_00, 9_000_500)
+    tomorrow = OPEN + 86_400_000
+    last = agg.on_tick(tomorrow, 101_00, 1_200)  # the new day's first tick, pre-open volume in it
+    assert last is not None and last.volume == 500
+    assert agg.current is not None and agg.current.volume == 1_200

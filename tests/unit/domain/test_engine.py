@@ -82,6 +82,10 @@ def open_p1(fill: int = SIG_CLOSE) -> tuple[MomentumEngine, Ladder]:
 # --- P1 -------------------------------------------------------------------------------------
 
 
+def entries(decisions: list) -> list[EnterLeg]:
+    return [d for d in decisions if isinstance(d, EnterLeg)]
+
+
 def test_p1_signal_decision() -> None:
     eng, out = engine_with_signal()
     assert len(out) == 1
@@ -173,13 +177,13 @@ def test_p2_trigger_strictly_above_and_once() -> None:
     # P2 rejected: never retried
     eng.on_entry_rejected(ladder.ladder_id, 2, t + 3)
     for i in range(5):
-        assert [d for d in eng.on_tick(SYM, t + 4 + i, 101_000 + i) if isinstance(d, EnterLeg)] == []
+        assert entries(eng.on_tick(SYM, t + 4 + i, 101_000 + i)) == []
 
 
 def test_p2_p3_need_confirmed_fills() -> None:
     eng, out = engine_with_signal()
     # P1 still pending: no P2 however high the price
-    assert [d for d in eng.on_tick(SYM, ist(3, 10, 20), 2 * SIG_CLOSE) if isinstance(d, EnterLeg)] == []
+    assert entries(eng.on_tick(SYM, ist(3, 10, 20), 2 * SIG_CLOSE)) == []
 
 
 def test_p3_on_mean_pnl_once_and_one_leg_per_tick() -> None:
@@ -188,7 +192,7 @@ def test_p3_on_mean_pnl_once_and_one_leg_per_tick() -> None:
     # a jump that satisfies both triggers: only P2 on this tick
     out = [d for d in eng.on_tick(SYM, t, 103_000) if isinstance(d, EnterLeg)]
     assert [d.leg for d in out] == [2]
-    assert [d for d in eng.on_tick(SYM, t + 1, 103_000) if isinstance(d, EnterLeg)] == []  # P2 pending
+    assert entries(eng.on_tick(SYM, t + 1, 103_000)) == []  # P2 pending
     eng.on_entry_filled(ladder.ladder_id, 2, 101_000, 2, t + 2)
     # P1 +x%, P2 at 101_000: mean at 101_500 = (1.5 + 0.495)/2 = 0.9975% -> no
     assert [d for d in eng.on_tick(SYM, t + 3, 101_000) if isinstance(d, EnterLeg)] == []

@@ -51,7 +51,8 @@ def test_clean_order_passes() -> None:
     ],
 )
 def test_each_guard(order: dict, state: dict, limits: dict, reason: RejectReason) -> None:
-    assert check_order(replace(OK_ORDER, **order), RiskState(**state), replace(LIMITS, **limits)) == reason
+    got = check_order(replace(OK_ORDER, **order), RiskState(**state), replace(LIMITS, **limits))
+    assert got == reason
 
 
 def test_limits_are_inclusive() -> None:

@@ -61,7 +61,8 @@ def test_entry_cutoff() -> None:
     assert not RULES.entry_allowed_at(ist(2024, 6, 3, 15, 0))
     assert not RULES.entry_allowed_at(ist(2024, 6, 3, 9, 0))
     off = SessionRules(enabled=False)
-    assert off.entry_allowed(ist(2024, 6, 3, 15, 30)) and off.entry_allowed_at(ist(2024, 6, 8, 23, 0))
+    assert off.entry_allowed(ist(2024, 6, 3, 15, 30))
+    assert off.entry_allowed_at(ist(2024, 6, 8, 23, 0))
 
 
 def test_disabled_session_aligns_to_ist_epoch() -> None:
@@ -76,7 +77,9 @@ def test_next_session_open_and_previous_days() -> None:
     assert RULES.next_session_open_ms(ist(2024, 6, 3, 9, 0)) == ist(2024, 6, 3, 9, 15)
     assert RULES.next_session_open_ms(ist(2024, 6, 3, 9, 15)) == ist(2024, 6, 4, 9, 15)
     days = RULES.previous_trading_days(MON.toordinal(), 3)
-    assert [date.fromordinal(d) for d in days] == [date(2024, 5, 29), date(2024, 5, 30), date(2024, 5, 31)]
+    assert [date.fromordinal(d) for d in days] == [
+        date(2024, 5, 29), date(2024, 5, 30), date(2024, 5, 31)
+    ]
 
 
 def test_ladder_key() -> None:

@@ -78,7 +78,9 @@ def test_trail_rounds_down_to_tick() -> None:
     st.integers(min_value=1, max_value=50 * 10_000),
     st.integers(min_value=0, max_value=5 * 10_000),
 )
-def test_stop_never_moves_down(entry: int, moves: list[int], tick: int, pct: int, step: int) -> None:
+def test_stop_never_moves_down(
+    entry: int, moves: list[int], tick: int, pct: int, step: int
+) -> None:
     stop = price_below(entry, pct, tick)
     highest = entry
     price = entry

@@ -94,12 +94,12 @@ def run_sim(seed: int, symbols: int = 50, bars: int = 12) -> tuple[list[float], 
     fills: list[float] = []
     raises: list[float] = []
     end = OPEN + bars * BAR_MS
-    t = OPEN
+    t = OPEN + 1000  # as the sim feed does: step the clock, then price every instrument
     while t < end and not (fills and raises):
         for inst in insts:
             sym = inst.symbol
             path = paths[sym]
-            price = path.price if t == OPEN else path.next_price(1.0)
+            price = path.next_price(1.0)
             bar = aggs[sym].on_tick(t, price, path.day_volume)
             if bar is not None:
                 for d in eng.on_bar(sym, bar):
@@ -117,8 +117,9 @@ def run_sim(seed: int, symbols: int = 50, bars: int = 12) -> tuple[list[float], 
                 if isinstance(d, EnterLeg):
                     eng.on_entry_filled(d.ladder_id, d.leg, d.ref_price, d.qty, t)
                 elif isinstance(d, RaiseStop):
-                    leg_state = eng.ladder(d.ladder_id).legs[d.leg].state  # type: ignore[union-attr]
-                    assert leg_state is LegState.OPEN
+                    ladder_now = eng.ladder(d.ladder_id)
+                    assert ladder_now is not None
+                    assert ladder_now.legs[d.leg].state is LegState.OPEN
                     raises.append((t - OPEN) / BAR_MS)
         t += 1000
     return fills, raises
