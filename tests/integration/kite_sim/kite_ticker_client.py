@@ -57,7 +57,7 @@ def main() -> None:
         if "stop" in cmd:
             break
         if "status" in cmd:
-            emit("status", connected=kws.is_connected(), ticks=_ticks)
+            emit("status", connected=kws.is_connected(), tick_count=_ticks)
         for action in ("subscribe", "unsubscribe"):
             if action in cmd:
                 reactor.callFromThread(getattr(kws, action), cmd[action])
@@ -66,7 +66,7 @@ def main() -> None:
         emit("ack", cmd=cmd)
     reactor.callFromThread(kws.close)
     time.sleep(0.2)
-    emit("bye", ticks=_ticks)
+    emit("bye", tick_count=_ticks)
 
 
 if __name__ == "__main__":
