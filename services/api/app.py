@@ -6,6 +6,9 @@ Nothing is built at import. Tests pass their own ``engine`` and ``redis``; a pro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +20,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
+from shared.bus.publisher import OutboxRelay, Publisher
 from shared.config import Settings
 from shared.store.db import make_engine, make_sessions
 
@@ -25,12 +30,31 @@ from . import problems
 from .context import ApiContext, KeyCache
 from .fastpath import FastReads
 from .metrics import ApiMetrics, MetricsMiddleware
-from .middleware import SecurityHeadersMiddleware
-from .routers import alerts, health, ladders, market, orders, pnl, positions, trades
+from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from .commands import SOURCE, flush_outbox
+from .idempotency import IdempotencyMiddleware
+from .routers import (
+    admin,
+    alerts,
+    auth,
+    control,
+    health,
+    ladders,
+    market,
+    orders,
+    pnl,
+    positions,
+    settings,
+    trades,
+)
 
 STATIC = Path(__file__).parent / "static"
 API_PREFIX = "/api/v1"
 VERSION = "1.0.0"
+MAX_BODY_BYTES = 64 * 1024
+RELAY_INTERVAL_S = 2.0
+
+log = logging.getLogger("ratchet.api")
 
 
 def _api_router() -> APIRouter:
@@ -48,7 +72,22 @@ def _api_router() -> APIRouter:
     router.include_router(market.ltp_router)
     router.include_router(pnl.router)
     router.include_router(alerts.router)
+    router.include_router(control.strategy_router)
+    router.include_router(control.halts_router)
+    router.include_router(control.legs_router)
+    router.include_router(settings.router)
+    router.include_router(admin.keys_router)
+    router.include_router(admin.users_router)
+    router.include_router(admin.audit_router)
+    router.include_router(auth.router)
     return router
+
+
+async def _relay_loop(ctx: ApiContext) -> None:
+    """Publish control messages a request committed but could not publish (Redis was away)."""
+    while True:
+        await asyncio.sleep(RELAY_INTERVAL_S)
+        await run_in_threadpool(flush_outbox, ctx)
 
 
 def _build_clients(
@@ -70,22 +109,28 @@ def create_app(
     """The api as an ASGI app. Clients not given are built from ``settings`` and closed on
     shutdown; given ones belong to the caller."""
     engine, client, owns = _build_clients(settings, engine, redis)
+    sessions = make_sessions(engine)
     ctx = ApiContext(
         settings=settings,
         engine=engine,
-        sessions=make_sessions(engine),
+        sessions=sessions,
         redis=client,
         keys=KeyCache(),
         fast=FastReads.build(engine, client),
+        relay=OutboxRelay(sessions, Publisher(client, SOURCE), SOURCE),
         owns_clients=owns,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.open()
+        relay = asyncio.create_task(_relay_loop(ctx), name="api-outbox-relay")
         try:
             yield
         finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
             await ctx.close()
 
     app = FastAPI(
@@ -121,7 +166,10 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    # Outermost first: metrics see every request, including those a later layer refuses.
+    # add_middleware puts each new layer outside the previous ones. Request order: metrics,
+    # security headers, body limit, idempotency, then FastAPI's routing.
+    app.add_middleware(IdempotencyMiddleware, redis=lambda: ctx.fast.redis, prefix=API_PREFIX + "/")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

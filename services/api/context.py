@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.auth import Role
+from shared.bus.publisher import OutboxRelay
 from shared.config import Settings
 
 from .fastpath import FastReads
@@ -91,6 +92,7 @@ class ApiContext:
     redis: redis.Redis
     keys: KeyCache
     fast: FastReads
+    relay: OutboxRelay
     owns_clients: bool = False
 
     async def open(self) -> None:

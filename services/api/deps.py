@@ -6,21 +6,26 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyCookie, APIKeyHeader
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from shared.auth import Role, hash_secret, key_is_usable
+from shared.auth import Role, constant_time_equals, hash_secret, key_is_usable
 from shared.store.models import ApiKey
 
 from .context import ApiContext, Caller
 from .problems import ApiProblem
+from .security import CSRF_HEADER, SESSION_COOKIE, hit_rate_limit, load_session
 
 API_KEY_HEADER = "X-API-Key"
 
-# auto_error=False: we answer 401 ourselves, as problem+json; this object documents the scheme.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# auto_error=False: we answer 401 ourselves, as problem+json; these objects document the schemes.
 api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+session_cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False)
 
 
 def get_context(request: Request) -> ApiContext:
@@ -53,23 +58,73 @@ def _lookup_key(ctx: ApiContext, key_hash: str) -> Caller | None:
         )
 
 
-async def current_caller(
-    request: Request,
-    api_key: Annotated[str | None, Depends(api_key_scheme)],
-) -> Caller:
-    """The authenticated caller, or a 401 problem."""
-    ctx = get_context(request)
-    if not api_key:
-        raise unauthorized("missing credentials: send an API key in the X-API-Key header")
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _limit(request: Request, ctx: ApiContext, scope: str) -> None:
+    decision = await hit_rate_limit(ctx.fast.redis, scope, ctx.settings.api.rate_limit_per_minute)
+    if not decision.allowed:
+        raise ApiProblem(
+            429,
+            f"more than {ctx.settings.api.rate_limit_per_minute} requests a minute",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
+
+async def _refuse(request: Request, ctx: ApiContext, detail: str) -> ApiProblem:
+    # Failed attempts count against the client address, so guessing is rate limited too.
+    await _limit(request, ctx, f"anon:{client_ip(request)}")
+    return unauthorized(detail)
+
+
+async def _key_caller(ctx: ApiContext, api_key: str) -> Caller | None:
     if len(api_key) > 200:
-        raise unauthorized("invalid API key")
+        return None
     key_hash = hash_secret(api_key)
     caller = ctx.keys.get(key_hash)
     if caller is None:
         caller = await run_in_threadpool(_lookup_key, ctx, key_hash)
+        if caller is not None:
+            ctx.keys.put(key_hash, caller)
+    return caller
+
+
+async def _session_caller(request: Request, ctx: ApiContext, token: str) -> Caller | None:
+    try:
+        caller = await load_session(ctx.fast.redis, token)
+    except RedisError as exc:
+        raise ApiProblem(503, "session store unavailable; use an API key") from exc
+    if caller is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not caller.csrf_token or not constant_time_equals(sent, caller.csrf_token):
+            raise ApiProblem(403, f"a cookie-authenticated change needs the {CSRF_HEADER} header")
+    return caller
+
+
+async def current_caller(
+    request: Request,
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+    session_token: Annotated[str | None, Depends(session_cookie_scheme)],
+) -> Caller:
+    """The authenticated caller (API key first, else the session cookie), rate limited; or a
+    401 problem. Verified keys are cached for a few seconds (see :class:`KeyCache`)."""
+    ctx = get_context(request)
+    if api_key:
+        caller = await _key_caller(ctx, api_key)
         if caller is None:
-            raise unauthorized("invalid, expired or revoked API key")
-        ctx.keys.put(key_hash, caller)
+            raise await _refuse(request, ctx, "invalid, expired or revoked API key")
+    elif session_token:
+        caller = await _session_caller(request, ctx, session_token)
+        if caller is None:
+            raise await _refuse(request, ctx, "the session has expired or was ended; log in again")
+    else:
+        raise await _refuse(
+            request, ctx, "missing credentials: send an API key in the X-API-Key header"
+        )
+    await _limit(request, ctx, caller.scope)
     request.state.caller = caller
     return caller
 

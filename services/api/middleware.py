@@ -1,9 +1,12 @@
-"""Pure ASGI middleware: security headers on every response."""
+"""Pure ASGI middleware: security headers on every response; a request body size limit."""
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .problems import problem_response
 
 # The dashboard loads nothing from elsewhere: scripts, styles and data come from this origin.
 CSP = (
@@ -35,3 +38,56 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a body is read past the limit (FastAPI passes HTTPExceptions through its
+    body parsing, so the problem handler answers 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes``: at once when Content-Length says so, else while
+    the body streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            status = 413 if length.isdigit() else 400
+            detail = BodyTooLarge(self.max_bytes).detail if status == 413 else "bad Content-Length"
+            await problem_response(status, detail, instance=scope["path"])(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except BodyTooLarge as exc:  # read by a middleware, outside the routes' handlers
+            if started:
+                raise
+            await problem_response(413, exc.detail, instance=scope["path"])(scope, receive, send)

@@ -18,7 +18,10 @@ from shared.config import Settings, load_settings
 
 @pytest.fixture
 def api_settings(redis_url: str, database_url: str) -> Settings:
-    return load_settings(redis_url=redis_url, database_url=database_url)
+    # A high limit: tests make many calls with one key; test_rate_limit sets its own.
+    return load_settings(
+        redis_url=redis_url, database_url=database_url, api={"rate_limit_per_minute": 100_000}
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,188 @@
+"""``Idempotency-Key`` on POSTs under /api/v1: a retry with the same key, from the same caller,
+gets the first response again, and the effect happens once.
+
+The key is scoped by the caller's credential (a hash of the API key or of the session token), so
+callers cannot see or collide with each other's keys. Redis holds, per key: a claim while the
+first request runs (a concurrent duplicate gets 409), then the response (kept 24 h) together with
+a fingerprint of the request (the same key with a different request gets 422). Responses that
+had no effect (401, 403, 429, 5xx) are not kept, so such a request may be retried. When Redis
+cannot be reached a keyed request is refused (503) rather than risk doing it twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .problems import problem_response
+
+log = logging.getLogger("ratchet.api")
+
+HEADER = "idempotency-key"
+REPLAYED = "Idempotent-Replayed"
+KEEP_S = 24 * 3600
+CLAIM_S = 60
+NOT_KEPT = {401, 403, 429}
+_PREFIX = "api:idem:"
+_KEPT_HEADERS = {"content-type", "location", "retry-after"}
+
+
+def caller_scope(headers: Headers) -> str | None:
+    """Who is asking, from the credential they present (verified later by the route)."""
+    key = headers.get("x-api-key")
+    if key:
+        return "k" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "ratchet_session" and value:
+            return "s" + hashlib.sha256(value.encode()).hexdigest()[:40]
+    return None
+
+
+class IdempotencyMiddleware:
+    def __init__(
+        self, app: ASGIApp, redis: Callable[[], aioredis.Redis], prefix: str = "/api/v1/"
+    ) -> None:
+        self.app = app
+        self.redis = redis
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(
+            self.prefix
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        idem_key = headers.get(HEADER)
+        who = caller_scope(headers)
+        if idem_key is None or who is None:
+            await self.app(scope, receive, send)  # no key, or no credential: the route decides
+            return
+        path = scope["path"]
+        if not 1 <= len(idem_key) <= 255 or not idem_key.isascii() or not idem_key.isprintable():
+            await problem_response(400, "Idempotency-Key must be 1-255 printable ASCII characters",
+                                   instance=path)(scope, receive, send)
+            return
+
+        body = await _read_body(receive)
+        fingerprint = hashlib.sha256(
+            b"\0".join([scope["method"].encode(), path.encode(), scope.get("query_string", b""),
+                        body])
+        ).hexdigest()
+        store_key = _PREFIX + who + ":" + hashlib.sha256(idem_key.encode()).hexdigest()
+        client = self.redis()
+        try:
+            claimed = await client.set(
+                store_key, orjson.dumps({"state": "running", "fp": fingerprint}), nx=True,
+                ex=CLAIM_S,
+            )
+            existing = None if claimed else await client.get(store_key)
+        except RedisError:
+            log.warning("idempotency store unavailable; keyed request refused")
+            await problem_response(503, "the idempotency store is unavailable; retry later",
+                                   instance=path, headers={"Retry-After": "5"})(
+                scope, receive, send)
+            return
+
+        if not claimed:
+            await self._answer_duplicate(existing, fingerprint, path, scope, receive, send)
+            return
+
+        captured: dict[str, object] = {"status": 500, "headers": [], "body": b""}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = [
+                    (k.decode(), v.decode()) for k, v in message.get("headers", [])
+                    if k.decode().lower() in _KEPT_HEADERS
+                ]
+            elif message["type"] == "http.response.body":
+                captured["body"] = captured["body"] + message.get("body", b"")  # type: ignore[operator]
+            await send(message)
+
+        try:
+            await self.app(scope, _replay(body, receive), capture)
+        finally:
+            await self._remember(client, store_key, fingerprint, captured)
+
+    async def _remember(
+        self, client: aioredis.Redis, store_key: str, fingerprint: str, captured: dict[str, object]
+    ) -> None:
+        status = int(captured["status"])  # type: ignore[call-overload]
+        try:
+            if status >= 500 or status in NOT_KEPT:
+                await client.delete(store_key)
+                return
+            record = {
+                "state": "done",
+                "fp": fingerprint,
+                "status": status,
+                "headers": captured["headers"],
+                "body": base64.b64encode(captured["body"]).decode(),  # type: ignore[arg-type]
+            }
+            await client.set(store_key, orjson.dumps(record), ex=KEEP_S)
+        except RedisError:
+            log.warning("could not store an idempotent response; its claim expires in %ss",
+                        CLAIM_S)
+
+    async def _answer_duplicate(
+        self, existing: bytes | None, fingerprint: str, path: str, scope: Scope,
+        receive: Receive, send: Send,
+    ) -> None:
+        if existing is None:  # the first request finished and was not kept: just run this one
+            await self.app(scope, _replay(await _read_body(receive), receive), send)
+            return
+        record = orjson.loads(existing)
+        if record.get("fp") != fingerprint:
+            response = problem_response(
+                422, "this Idempotency-Key was used with a different request", instance=path)
+        elif record.get("state") != "done":
+            response = problem_response(
+                409, "a request with this Idempotency-Key is still being processed",
+                instance=path, headers={"Retry-After": "1"})
+        else:
+            await send({
+                "type": "http.response.start",
+                "status": record["status"],
+                "headers": [(k.encode(), v.encode()) for k, v in record["headers"]]
+                + [(REPLAYED.encode(), b"true")],
+            })
+            await send({"type": "http.response.body", "body": base64.b64decode(record["body"])})
+            return
+        await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the buffered body, then waits on the real one (for a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
