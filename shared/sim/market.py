@@ -177,12 +177,12 @@ class _Scenario:
             )
         elif pick < 0.65:
             self.kind = "trend"
-            mu = rng.uniform(0.0006, 0.0012)
+            mu = rng.uniform(0.0004, 0.0009)
             run = rng.randint(6, 20)
             segs.append(_Segment(h, run - 1, UP, mu, sig))
         elif pick < 0.85:
             self.kind = "down"
-            mu = -rng.uniform(0.0005, 0.0012)
+            mu = -rng.uniform(0.0004, 0.0009)
             run = rng.randint(6, 20)
             segs.append(_Segment(h, run - 1, DOWN, mu, sig))
         else:
@@ -194,6 +194,7 @@ class _Scenario:
         self._live_rng = random.Random(f"ratchet-sim-live-regimes:{seed}:{inst.token}")
         self._old_rng_seed = f"ratchet-sim-old-regimes:{seed}:{inst.token}"
         self._old: list[_Segment] = []
+        self._old_rng = random.Random(0)
         self.base_log = math.log(inst.base_price)
 
     def history_regime(self, index: int) -> tuple[float, float]:
@@ -207,19 +208,26 @@ class _Scenario:
         return self._old_regime(index)
 
     def _old_regime(self, index: int) -> tuple[float, float]:
-        if not self._old:
-            rng = random.Random(self._old_rng_seed)
-            last = -self.HISTORY_FIXED - 1
-            while last > -20_000:
-                n = rng.randint(8, 40)
-                kind = rng.choice((UP, DOWN, CHOP))
-                mu = {UP: 1, DOWN: -1, CHOP: 0}[kind] * rng.uniform(0.0003, 0.0010)
-                self._old.append(_Segment(last - n + 1, last, kind, mu, self.sigma))
-                last -= n
-        for s in self._old:
-            if s.first <= index <= s.last:
-                return s.mu, s.sigma
-        return 0.0, self.sigma
+        """Seeded random regimes before the scripted history, generated as deep as asked."""
+        old = self._old
+        if not old:
+            self._old_rng = random.Random(self._old_rng_seed)
+        rng = self._old_rng
+        while not old or old[-1].first > index:
+            last = old[-1].first - 1 if old else -self.HISTORY_FIXED - 1
+            n = rng.randint(8, 40)
+            kind = rng.choice((UP, DOWN, CHOP))
+            mu = {UP: 1, DOWN: -1, CHOP: 0}[kind] * rng.uniform(0.0002, 0.0006)
+            old.append(_Segment(last - n + 1, last, kind, mu, self.sigma))
+        # segments run backwards in time: find the one holding index by bisection
+        lo, hi = 0, len(old) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if old[mid].first > index:
+                lo = mid + 1
+            else:
+                hi = mid
+        return old[lo].mu, old[lo].sigma
 
     def live_regime(self, index: int, log_price: float) -> tuple[float, float]:
         """(mu, sigma) of live bar ``index`` (>= 0), extending the schedule as time goes on.
