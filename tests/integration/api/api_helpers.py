@@ -75,3 +75,15 @@ def set_ltp(client: redis.Redis, symbol: str, paise: int, *, exchange: str = "NS
 
 def yesterday() -> datetime:
     return datetime.now(UTC) - timedelta(days=2)
+
+
+def control_messages(client: redis.Redis) -> list:
+    """Envelopes on the control stream, oldest first, once each (the relay may repeat one)."""
+    from shared.contracts.messages import FIELD, decode
+    from shared.contracts.streams import CONTROL
+
+    seen: dict[str, object] = {}
+    for _, fields in client.xrange(CONTROL):
+        envelope = decode(fields[FIELD])
+        seen.setdefault(envelope.id, envelope)
+    return list(seen.values())
