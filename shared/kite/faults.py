@@ -44,12 +44,12 @@ class HttpFault(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["error", "lose", "delay"]
-    count: int = Field(1, ge=0, description="requests it affects; 0 = until cleared")
-    status: int = Field(503, ge=400, le=599)
+    count: int = Field(default=1, ge=0, description="requests it affects; 0 = until cleared")
+    status: int = Field(default=503, ge=400, le=599)
     error_type: str | None = None
     message: str | None = None
     html: bool = False
-    delay_ms: int = Field(0, ge=0, le=120_000)
+    delay_ms: int = Field(default=0, ge=0, le=120_000)
     paths: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
 

@@ -1,8 +1,9 @@
 """The simulated NSE universe: real symbols, Kite instrument tokens, tick sizes and price bands.
 
-An NSE equity's Kite ``instrument_token`` is ``exchange_token << 8 | 1`` (segment 1 = NSE); the low
-byte is what ``KiteTicker`` uses to pick the price divisor (paise for NSE). When ``shared.sim.market`` exists its
-universe is used (one source of truth for the sim); otherwise this built-in list.
+An NSE equity's Kite ``instrument_token`` is ``exchange_token << 8 | 1`` (segment 1 = NSE); the
+low byte is what ``KiteTicker`` uses to pick the price divisor (paise for NSE). When
+``shared.sim.market`` exists its universe is used (one source of truth for the sim); otherwise
+this built-in list.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class PlaceOrderForm(_Form):
     price: str | None = None
     trigger_price: str | None = None
     validity: Literal["DAY", "IOC"] = "DAY"
-    disclosed_quantity: int = Field(0, ge=0)
+    disclosed_quantity: int = Field(default=0, ge=0)
     tag: str | None = None
     market_protection: float | None = None
     algo_id: str | None = None
@@ -62,12 +62,12 @@ class PlaceOrderForm(_Form):
 
 
 class ModifyOrderForm(_Form):
-    quantity: int | None = Field(None, gt=0)
+    quantity: int | None = Field(default=None, gt=0)
     price: str | None = None
     order_type: Literal["MARKET", "LIMIT", "SL", "SL-M"] | None = None
     trigger_price: str | None = None
     validity: Literal["DAY", "IOC"] | None = None
-    disclosed_quantity: int | None = Field(None, ge=0)
+    disclosed_quantity: int | None = Field(default=None, ge=0)
     market_protection: float | None = None
 
 

@@ -26,12 +26,12 @@ class _Body(BaseModel):
 
 class ClockBody(_Body):
     paused: bool | None = None
-    speed: float | None = Field(None, gt=0)
+    speed: float | None = Field(default=None, gt=0)
 
 
 class AdvanceBody(_Body):
     seconds: float = Field(gt=0, le=7 * 86_400)
-    step_s: float = Field(1.0, gt=0)
+    step_s: float = Field(default=1.0, gt=0)
 
 
 class PriceBody(_Body):
@@ -41,12 +41,12 @@ class PriceBody(_Body):
 
 
 class RejectBody(_Body):
-    count: int = Field(1, ge=0)
+    count: int = Field(default=1, ge=0)
     message: str | None = None
 
 
 class DropBody(_Body):
-    refuse_s: float = Field(0.0, ge=0)
+    refuse_s: float = Field(default=0.0, ge=0)
 
 
 class StallBody(_Body):

@@ -96,7 +96,7 @@ class Simulator:
             (api_key + request_token + self.cfg.api_secret).encode()).hexdigest()
         if not request_token or not secrets.compare_digest(expected, checksum or ""):
             raise token_error("Token is invalid or has expired.")
-        session = {"access_token": secrets.token_urlsafe(24), "api_key": api_key,
+        session: dict[str, Any] = {"access_token": secrets.token_urlsafe(24), "api_key": api_key,
                    "user_id": USER_ID, "login_ms": self.clock.now_ms,
                    "public_token": secrets.token_hex(16), "enctoken": secrets.token_urlsafe(32)}
         self.sessions[session["access_token"]] = session

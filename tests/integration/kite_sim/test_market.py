@@ -178,3 +178,22 @@ def test_running_clock_and_a_kill_keep_the_book(tmp_path: Path) -> None:
         assert new not in book  # ids never repeat after a restart
     finally:
         proc.stop()
+
+
+def test_replay_of_stored_bars(tmp_path: Path) -> None:
+    bars = tmp_path / "bars"
+    bars.mkdir()
+    (bars / "SBIN.csv").write_text("date,open,high,low,close,volume\n"
+                                   "2025-01-03 09:15,800,806,798,805,1000\n"
+                                   "2025-01-03 09:30,805,807,790,792,1000\n")
+    proc = SimProcess(tmp_path / "state", "--replay-dir", str(bars))
+    try:
+        kite = proc.kite()
+        seen = [kite.ltp("NSE:SBIN")["NSE:SBIN"]["last_price"]]
+        for _ in range(7):
+            proc.admin("POST", "/advance", {"seconds": 225, "step_s": 225})
+            seen.append(kite.ltp("NSE:SBIN")["NSE:SBIN"]["last_price"])
+        # each bar as four ticks (open, low, high, close when it rose; open, high, low, close)
+        assert seen == [800, 798, 806, 805, 805, 807, 790, 792]
+    finally:
+        proc.stop()
