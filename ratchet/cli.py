@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
-from shared.config import load_settings
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings, load_settings
 
 app = typer.Typer(
     help="Ratchet: automated momentum trading for NSE equities on Zerodha Kite Connect.",
@@ -52,14 +55,26 @@ def migrate() -> None:
     """Apply the database migrations (RATCHET_DATABASE_URL)."""
     from shared.store.migrate import upgrade
 
-    upgrade(load_settings().require_database_url())
+    upgrade(_settings().require_database_url())
     typer.echo("database is at the latest revision")
 
 
-def _sessions():  # noqa: ANN202 - a small local helper for the admin commands
+def _settings() -> Settings:
+    """Settings for the admin commands: while `ratchet run` runs its embedded servers, their
+    addresses are in $RATCHET_HOME/servers.json and are used when no URL is set."""
+    settings = load_settings()
+    servers = settings.home / "servers.json"
+    if servers.exists():
+        found = json.loads(servers.read_text())
+        settings.redis_url = settings.redis_url or found.get("redis_url")
+        settings.database_url = settings.database_url or found.get("database_url")
+    return settings
+
+
+def _sessions() -> sessionmaker[Session]:
     from shared.store.db import make_engine, make_sessions
 
-    return make_sessions(make_engine(load_settings().require_database_url(), pool_size=1))
+    return make_sessions(make_engine(_settings().require_database_url(), pool_size=1))
 
 
 @keys_app.command("create")

@@ -10,6 +10,7 @@ SIGTERM/SIGINT stops everything in order: api, strategy, marketdata, execution, 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,9 @@ class LocalSystem:
             self.settings.database_url = self.pg_server.url
         self.say("migrating the database")
         upgrade(self.settings.require_database_url())
+        # So that `ratchet keys create` and friends find the embedded servers while we run.
+        servers = {"redis_url": self.settings.redis_url, "database_url": self.settings.database_url}
+        (self.home / "servers.json").write_text(json.dumps(servers, indent=2) + "\n")
 
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -193,6 +197,7 @@ class LocalSystem:
         if self.redis_server is not None:
             self.say("stopping redis")
             self.redis_server.stop()
+        (self.home / "servers.json").unlink(missing_ok=True)
         self.say("stopped")
 
 

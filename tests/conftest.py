@@ -7,6 +7,8 @@ Redis and empty tables (fast: FLUSHALL and one TRUNCATE), so tests never see eac
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +23,17 @@ from shared.store.migrate import upgrade
 from shared.store.models import Base
 
 
+def private_dir(prefix: str) -> Path:
+    """A fresh folder outside pytest's tmp root: pytest resets that root to mode 0700 whenever a
+    session starts, which would lock out PostgreSQL running as an unprivileged user."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 @pytest.fixture(scope="session")
-def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def servers_dir() -> Iterator[Path]:
+    path = private_dir("ratchet-test-servers-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

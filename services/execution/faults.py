@@ -8,20 +8,29 @@ from __future__ import annotations
 import os
 import random
 import signal
+from pathlib import Path
 
 
 class FaultPoints:
-    def __init__(self, points: frozenset[str], probability: float, seed: int | None = None) -> None:
+    def __init__(
+        self, points: frozenset[str], probability: float, record: Path | None = None
+    ) -> None:
         self.points = points
         self.probability = probability
-        self._random = random.Random(seed)
+        self.record = record
+        self._random = random.Random()
 
     @classmethod
     def from_env(cls) -> FaultPoints:
         raw = os.environ.get("RATCHET_FAULT_KILL", "")
         points = frozenset(p.strip() for p in raw.split(",") if p.strip())
-        return cls(points, float(os.environ.get("RATCHET_FAULT_KILL_PROB", "0.2")))
+        record = os.environ.get("RATCHET_FAULT_RECORD")
+        return cls(points, float(os.environ.get("RATCHET_FAULT_KILL_PROB", "0.2")),
+                   Path(record) if record else None)
 
     def point(self, name: str) -> None:
         if name in self.points and self._random.random() < self.probability:
+            if self.record is not None:  # so a test can tell which windows it hit
+                with self.record.open("a") as handle:
+                    handle.write(name + "\n")
             os.kill(os.getpid(), signal.SIGKILL)

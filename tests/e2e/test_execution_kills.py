@@ -1,0 +1,123 @@
+"""SIGKILL the execution service again and again while the system trades, including exactly
+between an intent's commit and the broker call and between the broker's answer and its record.
+Then, from the paper broker's own book (its own transactions, not execution's tables): no intent
+lost, no order placed twice, one live GTT per open leg and none without one."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import private_dir
+from tests.e2e.harness import ServiceProcesses
+
+pytestmark = pytest.mark.e2e
+
+KILLS = 20
+FAULT_POINTS = "after_intent_commit,after_broker_call,after_gtt_call"
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def scalar(sessions: sessionmaker[Session], sql: str) -> int:
+    with sessions() as session:
+        return int(session.execute(text(sql)).scalar_one())
+
+
+def test_execution_killed_twenty_times_loses_nothing_and_doubles_nothing(
+    service_env: dict[str, str], sessions: sessionmaker[Session], redis_client: redis.Redis
+) -> None:
+    home = private_dir("ratchet-test-kills-")
+    record = home / "fault-points.log"
+    env = {
+        **service_env,
+        "RATCHET_HOME": str(home),
+        "RATCHET_SIM_SEED": "5",
+        "RATCHET_SIM_SPEED": "900",
+        "RATCHET_SIM_TICK_INTERVAL_S": "15",
+        "RATCHET_EXECUTION__UNKNOWN_SETTLE_S": "1",
+        "RATCHET_EXECUTION__INTENT_RESEND_S": "3",
+    }
+    system = ServiceProcesses(env, home / "logs")
+    faulty = {"RATCHET_FAULT_KILL": FAULT_POINTS, "RATCHET_FAULT_KILL_PROB": "0.25",
+              "RATCHET_FAULT_RECORD": str(record)}
+    rng = random.Random(2)
+    kills = 0
+    try:
+        system.start("marketdata")
+        system.start("strategy")
+        system.start("execution", **faulty)
+        wait_for(lambda: scalar(sessions, "SELECT count(*) FROM orders") > 0, 120, "a first order")
+        deadline = time.monotonic() + 420
+        next_external = time.monotonic() + rng.uniform(1.0, 4.0)
+        while kills < KILLS and time.monotonic() < deadline:
+            if not system.alive("execution"):
+                assert system.procs["execution"].returncode == -signal.SIGKILL, system.log_tail("execution")
+                kills += 1
+                system.start("execution", **faulty)
+                next_external = time.monotonic() + rng.uniform(1.0, 4.0)
+            elif time.monotonic() >= next_external:
+                system.procs["execution"].kill()  # a random moment, from outside
+                system.procs["execution"].wait()
+                kills += 1
+                system.start("execution", **faulty)
+                next_external = time.monotonic() + rng.uniform(1.0, 4.0)
+            time.sleep(0.1)
+        assert kills >= KILLS, f"only {kills} kills in time"
+        hit = set(record.read_text().split()) if record.exists() else set()
+        assert {"after_intent_commit", "after_broker_call"} <= hit, hit
+
+        # Calm: no more market data; execution without faults settles everything.
+        system.stop("marketdata")
+        if system.alive("execution"):
+            system.stop("execution")
+        system.start("execution")
+
+        def settled() -> bool:
+            return scalar(sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
+                                    "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
+                sessions, "SELECT count(*) FROM trades WHERE status = 'PENDING'") == 0 and scalar(
+                sessions, "SELECT count(*) FROM gtts WHERE state IN ('NEW','SUBMITTED','UNKNOWN')") == 0
+
+        wait_for(settled, 120, "every intent settled")
+        time.sleep(2)
+    finally:
+        system.stop_all()
+
+    # Every entry intent the strategy sent reached a terminal state (none lost) ...
+    sent = scalar(sessions, "SELECT count(DISTINCT msg_id) FROM outbox WHERE source = 'strategy' "
+                            "AND data LIKE '{\"type\":\"PlaceOrder\"%'")
+    recorded = scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY'")
+    assert sent > 0 and recorded == sent
+    # ... and no tag has more than one order in the paper broker's own book.
+    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
+                            "GROUP BY tag HAVING count(*) > 1) d") == 0
+    assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'FILLED' AND NOT EXISTS "
+                            "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
+    assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'REJECTED' AND EXISTS "
+                            "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
+    # One live GTT per open leg at the broker, and no live GTT without an open leg.
+    open_legs = scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY' AND state = 'FILLED' "
+                                 "AND leg_closed_at IS NULL")
+    live = scalar(sessions, "SELECT count(*) FROM paper_gtts WHERE status = 'active'")
+    covered = scalar(sessions, "SELECT count(*) FROM orders o JOIN gtts g ON g.ladder_id = o.ladder_id "
+                               "AND g.leg = o.leg JOIN paper_gtts p ON p.trigger_id::text = g.trigger_id "
+                               "WHERE o.side = 'BUY' AND o.state = 'FILLED' AND o.leg_closed_at IS NULL "
+                               "AND p.status = 'active'")
+    assert open_legs == covered == live, (open_legs, covered, live)
+    print(f"kills={kills} windows={sorted(hit)} entries={sent} open_legs={open_legs} "
+          f"paper_orders={scalar(sessions, 'SELECT count(*) FROM paper_orders')}")
