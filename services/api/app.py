@@ -58,10 +58,11 @@ log = logging.getLogger("ratchet.api")
 
 
 def _api_router() -> APIRouter:
-    # Every /api/v1 route may answer these problems (401 without a valid key, 403 for a role
-    # that does not allow it, 422 for a bad request, 429 over the rate limit).
+    # Every /api/v1 route may answer these problems (401 without valid credentials, 403 for a
+    # role that does not allow it, 413 for a body over the limit, 422 for a bad request, 429 over
+    # the rate limit, 503 when a store it needs is away).
     router = APIRouter(
-        prefix=API_PREFIX, responses=problems.problem_responses(401, 403, 422, 429)
+        prefix=API_PREFIX, responses=problems.problem_responses(401, 403, 413, 422, 429, 503)
     )
     router.include_router(positions.router)
     router.include_router(ladders.router)
@@ -116,7 +117,7 @@ def create_app(
         sessions=sessions,
         redis=client,
         keys=KeyCache(),
-        fast=FastReads.build(engine, client),
+        fast=FastReads(engine, client),
         relay=OutboxRelay(sessions, Publisher(client, SOURCE), SOURCE),
         owns_clients=owns,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from shared.auth import Role, constant_time_equals, hash_secret, key_is_usable
 from shared.store.models import ApiKey
 
 from .context import ApiContext, Caller
-from .problems import ApiProblem
+from .problems import ApiProblem, problem_responses
 from .security import CSRF_HEADER, SESSION_COOKIE, hit_rate_limit, load_session
 
 API_KEY_HEADER = "X-API-Key"
@@ -147,3 +147,23 @@ def require(role: Role) -> Callable[[Caller], Awaitable[Caller]]:
 Viewer = Annotated[Caller, Depends(require(Role.VIEWER))]
 Trader = Annotated[Caller, Depends(require(Role.TRADER))]
 Admin = Annotated[Caller, Depends(require(Role.ADMIN))]
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Send the same key again to get the first response back, with the "
+            "effect applied once (keys are kept 24 h, per caller).",
+        ),
+    ] = None,
+) -> None:
+    """Documents the header; :mod:`services.api.idempotency` acts on it before the route runs."""
+
+
+IDEMPOTENT = [Depends(idempotency_key)]
+# A keyed request may be refused: a malformed key (400), the same key still running (409).
+IDEMPOTENCY_PROBLEMS = problem_responses(400, 409)

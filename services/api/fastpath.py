@@ -10,7 +10,6 @@ one spelling of the schema.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -70,31 +69,48 @@ OPEN_LEGS_COLUMNS = (
 )
 
 
-@dataclass
 class FastReads:
-    """The async pool and Redis client; opened and closed by the app's lifespan."""
+    """The async pool and Redis client. They are bound to an event loop, so they are made by
+    :meth:`open` (the app's startup) and dropped by :meth:`close`; an app may start again."""
 
-    pool: AsyncConnectionPool
-    redis: aioredis.Redis
+    def __init__(self, engine: Engine, client: redis.Redis, *, max_size: int = 10) -> None:
+        self._conninfo = conninfo(engine)
+        self._sync_redis = client
+        self._max_size = max_size
+        self._pool: AsyncConnectionPool | None = None
+        self._redis: aioredis.Redis | None = None
 
-    @classmethod
-    def build(cls, engine: Engine, client: redis.Redis, *, max_size: int = 10) -> FastReads:
-        pool = AsyncConnectionPool(
-            conninfo(engine),
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise RuntimeError("the api has not started (FastReads.open was not awaited)")
+        return self._pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the api has not started (FastReads.open was not awaited)")
+        return self._redis
+
+    async def open(self) -> None:
+        self._pool = AsyncConnectionPool(
+            self._conninfo,
             min_size=2,
-            max_size=max_size,
+            max_size=self._max_size,
             open=False,
             kwargs={"autocommit": True, "connect_timeout": 5},
             name="api-fastpath",
         )
-        return cls(pool=pool, redis=async_redis_like(client))
-
-    async def open(self) -> None:
-        await self.pool.open(wait=False)
+        await self._pool.open(wait=False)
+        self._redis = async_redis_like(self._sync_redis)
 
     async def close(self) -> None:
-        await self.pool.close()
-        await self.redis.aclose()
+        pool, client = self._pool, self._redis
+        self._pool = self._redis = None
+        if pool is not None:
+            await pool.close()
+        if client is not None:
+            await client.aclose()
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[TupleRow]:
         async with self.pool.connection() as conn:

@@ -20,7 +20,7 @@ from shared.auth import (
 from shared.store.models import ApiKey, AuditEntry, User
 
 from ..commands import command
-from ..deps import Admin, ContextDep, SessionDep
+from ..deps import IDEMPOTENCY_PROBLEMS, IDEMPOTENT, Admin, ContextDep, SessionDep
 from ..paging import Limit, Offset, fetch_page
 from ..problems import ApiProblem, problem_responses
 from ..schemas import Page
@@ -49,8 +49,11 @@ def list_keys(session: SessionDep, caller: Admin) -> list[KeyOut]:
     return [key_out(k) for k in list_api_keys(session)]
 
 
-@keys_router.post("", response_model=NewKeyOut, status_code=status.HTTP_201_CREATED,
-                  summary="Create an API key (the secret is in this response only)")
+@keys_router.post(
+    "", response_model=NewKeyOut, status_code=status.HTTP_201_CREATED,
+    summary="Create an API key (the secret is in this response only)",
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
+)
 def create_key(ctx: ContextDep, caller: Admin, body: KeyIn) -> NewKeyOut:
     with command(ctx, caller) as cmd:
         secret = create_api_key(cmd.session, body.name, body.role, body.expires_at)
@@ -85,8 +88,10 @@ def list_users(session: SessionDep, caller: Admin) -> list[UserOut]:
     return [user_out(u) for u in session.scalars(select(User).order_by(User.id))]
 
 
-@users_router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED,
-                   summary="Create a user", responses=problem_responses(409))
+@users_router.post(
+    "", response_model=UserOut, status_code=status.HTTP_201_CREATED, summary="Create a user",
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
+)
 def add_user(ctx: ContextDep, caller: Admin, body: UserIn) -> UserOut:
     try:
         with command(ctx, caller) as cmd:

@@ -23,7 +23,15 @@ from shared.contracts.messages import (
 from shared.store.models import AuditEntry, HaltRecord, Trade
 
 from ..commands import command
-from ..deps import Admin, ContextDep, SessionDep, Trader, Viewer
+from ..deps import (
+    IDEMPOTENCY_PROBLEMS,
+    IDEMPOTENT,
+    Admin,
+    ContextDep,
+    SessionDep,
+    Trader,
+    Viewer,
+)
 from ..paging import Limit, Offset, fetch_page
 from ..problems import ApiProblem, problem_responses
 from ..schemas import Page
@@ -72,7 +80,10 @@ def get_strategy(session: SessionDep, caller: Viewer) -> StrategyStatus:
     return strategy_status(session)
 
 
-@strategy_router.post("/start", response_model=StrategyStatus, summary="Start the strategy")
+@strategy_router.post(
+    "/start", response_model=StrategyStatus, summary="Start the strategy",
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
+)
 def start_strategy(ctx: ContextDep, caller: Trader) -> StrategyStatus:
     with command(ctx, caller) as cmd:
         cmd.audit("strategy.start", "strategy", ctx.settings.strategy.name)
@@ -81,7 +92,10 @@ def start_strategy(ctx: ContextDep, caller: Trader) -> StrategyStatus:
         return strategy_status(session)
 
 
-@strategy_router.post("/stop", response_model=StrategyStatus, summary="Stop new entries")
+@strategy_router.post(
+    "/stop", response_model=StrategyStatus, summary="Stop new entries",
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
+)
 def stop_strategy(ctx: ContextDep, caller: Trader) -> StrategyStatus:
     with command(ctx, caller) as cmd:
         cmd.audit("strategy.stop", "strategy", ctx.settings.strategy.name)
@@ -108,6 +122,7 @@ def list_halts(
 
 @halts_router.post(
     "/halt", response_model=HaltOut, status_code=status.HTTP_201_CREATED,
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
     summary="Kill switch: halt new risk (stops stay; exits are never blocked)",
 )
 def halt(ctx: ContextDep, caller: Admin, body: HaltIn) -> HaltOut:
@@ -122,7 +137,10 @@ def halt(ctx: ContextDep, caller: Admin, body: HaltIn) -> HaltOut:
     return out
 
 
-@halts_router.post("/resume", response_model=ResumeOut, summary="Clear every active halt")
+@halts_router.post(
+    "/resume", response_model=ResumeOut, summary="Clear every active halt",
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
+)
 def resume(ctx: ContextDep, caller: Admin) -> ResumeOut:
     with command(ctx, caller) as cmd:
         now = datetime.now(UTC)
@@ -141,6 +159,7 @@ def resume(ctx: ContextDep, caller: Admin) -> ResumeOut:
 
 @halts_router.post(
     "/flatten", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED,
+    dependencies=IDEMPOTENT, responses=IDEMPOTENCY_PROBLEMS,
     summary="Exit every open leg",
 )
 def flatten(ctx: ContextDep, caller: Admin, body: FlattenIn) -> Accepted:
@@ -152,7 +171,8 @@ def flatten(ctx: ContextDep, caller: Admin, body: FlattenIn) -> Accepted:
 
 @legs_router.post(
     "/{trade_id}/exit", response_model=ExitOut, status_code=status.HTTP_202_ACCEPTED,
-    summary="Ask the strategy to exit one open leg", responses=problem_responses(404, 409),
+    dependencies=IDEMPOTENT,
+    summary="Ask the strategy to exit one open leg", responses=problem_responses(400, 404, 409),
 )
 def exit_leg(
     ctx: ContextDep,

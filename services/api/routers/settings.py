@@ -9,12 +9,15 @@ Stored values are the section's JSON form (exact decimals as strings)."""
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+from annotated_types import MaxLen, MinLen
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_serializer
+from pydantic.fields import FieldInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -53,16 +56,36 @@ def _decimal_fields(model: type[BaseModel]) -> list[str]:
     return [name for name, f in model.model_fields.items() if f.annotation is Decimal]
 
 
+def _as_list(info: FieldInfo) -> tuple[Any, FieldInfo] | None:
+    """A fixed-length tuple field as a list of that length (FastAPI writes tuples into OpenAPI
+    as ``items: [...]``, which OpenAPI 3.1 does not allow)."""
+    args = typing.get_args(info.annotation)
+    if typing.get_origin(info.annotation) is not tuple or not args or Ellipsis in args:
+        return None
+    replaced = copy.copy(info)
+    replaced.metadata = [*info.metadata, MinLen(len(args)), MaxLen(len(args))]
+    return list[args[0]], replaced  # type: ignore[valid-type]
+
+
 def _output_model(model: type[BaseModel]) -> type[BaseModel]:
     """The section's model, with decimals written as JSON numbers."""
+    fields = {
+        name: listed for name, info in model.model_fields.items()
+        if (listed := _as_list(info)) is not None
+    }
+    validators: dict[str, Any] = {}
     decimals = _decimal_fields(model)
-    namespace: dict[str, Any] = {"__module__": __name__}
     if decimals:
         def as_number(self: BaseModel, value: Decimal) -> float:
             return float(value)
 
-        namespace["_as_number"] = field_serializer(*decimals, when_used="json")(as_number)
-    return type(f"{model.__name__}Out", (model,), namespace)
+        validators["as_number"] = field_serializer(*decimals, when_used="json")(as_number)
+    out: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        f"{model.__name__}Out", __base__=model, __module__=__name__, **fields
+    )
+    if validators:
+        out = type(out.__name__, (out,), {"__module__": __name__, **validators})
+    return out
 
 
 OUT_MODELS = {name: _output_model(model) for name, model in SECTIONS.items()}
@@ -73,10 +96,11 @@ def _patch_model(name: str, model: type[BaseModel]) -> type[BaseModel]:
     (defaults are not validated, so an absent field is simply not changed)."""
     fields: dict[str, Any] = {}
     for field, info in model.model_fields.items():
-        optional = copy.copy(info)
+        annotation, source = _as_list(info) or (info.annotation, info)
+        optional = copy.copy(source)
         optional.default = None
         optional.default_factory = None
-        fields[field] = (info.annotation, optional)
+        fields[field] = (annotation, optional)
     patch: type[BaseModel] = create_model(  # type: ignore[call-overload]
         f"{model.__name__}Patch", __base__=model, **fields
     )
