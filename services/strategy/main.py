@@ -88,12 +88,13 @@ def main(settings: Settings) -> None:
     market = StreamConsumer(
         client, [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES, streams.EXEC_EVENTS],
         streams.GROUP_STRATEGY, consumer_name, service.handle,
-        dead_letter_after=settings.dead_letter_after, batch=500, after_batch=relay.flush,
+        dead_letter_after=settings.dead_letter_after, batch=500,
+        before_ack=service.flush, after_batch=relay.flush,
         start={s: "$" for s in streams.all_tick_streams(settings.tick_shards)},
     )
     control = StreamConsumer(
         client, [streams.CONTROL], streams.control_group(NAME, settings.replica), consumer_name,
-        service.handle, start="$", batch=10, after_batch=relay.flush,
+        service.handle, start="$", batch=10, before_ack=service.flush, after_batch=relay.flush,
     )
     runtime.spawn("market", market.run)
     runtime.spawn("control", control.run)

@@ -34,11 +34,18 @@ def _rupees(paise: int | None) -> Any:
     return None if paise is None or paise == 0 else to_rupees(paise)
 
 
-def save_symbol(
-    session: Session, strategy: str, symbol: str, last_bar_ms: int | None, ladder: Ladder | None
+def save_symbols(
+    session: Session, strategy: str, states: list[tuple[str, int | None, Ladder | None]]
 ) -> None:
-    state = {"last_bar_ms": last_bar_ms, "ladder": ladder.to_dict() if ladder else None}
-    stmt = insert(StrategyState).values(strategy=strategy, symbol=symbol, state=state)
+    """Upsert the resume state of several symbols in one statement."""
+    if not states:
+        return
+    rows = [
+        {"strategy": strategy, "symbol": symbol,
+         "state": {"last_bar_ms": last_bar_ms, "ladder": ladder.to_dict() if ladder else None}}
+        for symbol, last_bar_ms, ladder in states
+    ]
+    stmt = insert(StrategyState).values(rows)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["strategy", "symbol"], set_={"state": stmt.excluded.state}
@@ -56,12 +63,34 @@ def load_states(
     return {row.symbol: row.state for row in rows}
 
 
-def save_ladder(session: Session, strategy: str, ladder: Ladder, phase: str) -> None:
-    """Upsert the ladder row and one trades row per leg from the engine's records."""
+def save_ladders(session: Session, strategy: str, ladders: list[tuple[Ladder, str]]) -> None:
+    """Upsert ladder rows and one trades row per leg, for several ladders in two statements."""
+    if not ladders:
+        return
+    ladder_rows = [_ladder_row(strategy, ladder, phase) for ladder, phase in ladders]
+    stmt = insert(LadderRow).values(ladder_rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={k: stmt.excluded[k] for k in ("phase", "p2_done", "p3_done", "closed_at")},
+        )
+    )
+    trade_rows = [_trade_row(ladder, leg) for ladder, _ in ladders for leg in ladder.legs.values()]
+    stmt = insert(Trade).values(trade_rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["trade_id"],
+            set_={k: stmt.excluded[k] for k in trade_rows[0] if k not in ("trade_id", "ladder_id")},
+        )
+    )
+
+
+def _ladder_row(strategy: str, ladder: Ladder, phase: str) -> dict[str, Any]:
     legs = list(ladder.legs.values())
     opened = min((leg.entry_ms or leg.signal_ms for leg in legs), default=ladder.signal_bar_ms)
-    closed = max((leg.exit_ms or 0 for leg in legs), default=0) if phase in ("ENDED", "CANCELLED") else None
-    values = {
+    ended = phase in ("ENDED", "CANCELLED")
+    closed = max((leg.exit_ms or 0 for leg in legs), default=0) if ended else 0
+    return {
         "id": ladder.ladder_id,
         "strategy": strategy,
         "exchange": ladder.exchange,
@@ -73,23 +102,14 @@ def save_ladder(session: Session, strategy: str, ladder: Ladder, phase: str) -> 
         "opened_at": _dt(opened),
         "closed_at": _dt(closed) if closed else None,
     }
-    stmt = insert(LadderRow).values(values)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={k: stmt.excluded[k] for k in ("phase", "p2_done", "p3_done", "closed_at")},
-        )
-    )
-    for leg in legs:
-        save_leg(session, ladder, leg)
 
 
-def save_leg(session: Session, ladder: Ladder, leg: Leg) -> None:
+def _trade_row(ladder: Ladder, leg: Leg) -> dict[str, Any]:
     pnl = pnl_pct = None
     if leg.state is LegState.CLOSED and leg.exit_price is not None and leg.entry_price:
         pnl = to_rupees((leg.exit_price - leg.entry_price) * leg.qty)
         pnl_pct = (leg.exit_price - leg.entry_price) * 100.0 / leg.entry_price
-    values = {
+    return {
         "trade_id": f"{ladder.ladder_id}:{leg.leg}",
         "ladder_id": ladder.ladder_id,
         "symbol": ladder.symbol,
@@ -109,13 +129,6 @@ def save_leg(session: Session, ladder: Ladder, leg: Leg) -> None:
         "status": _TRADE_STATUS[leg.state],
         "exit_reason": leg.exit_reason,
     }
-    stmt = insert(Trade).values(values)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["trade_id"],
-            set_={k: stmt.excluded[k] for k in values if k not in ("trade_id", "ladder_id", "gtt_id")},
-        )
-    )
 
 
 def set_gtt_id(session: Session, ladder_id: str, leg: int, trigger_id: str) -> None:

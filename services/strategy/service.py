@@ -81,6 +81,9 @@ class StrategyService:
     lock: threading.RLock = field(default_factory=threading.RLock)
     awaiting: dict[str, Awaiting] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    _intents: list[Payload] = field(default_factory=list)
+    _ladders: dict[str, Ladder] = field(default_factory=dict)
+    _symbols: set[str] = field(default_factory=set)
     last_bar: dict[str, int] = field(default_factory=dict)
     engine_symbols: set[str] = field(default_factory=set)
 
@@ -163,7 +166,7 @@ class StrategyService:
             decisions = engine.on_tick(tick.symbol, tick.ts_ms, tick.price)
             ladder = engine.active_ladder(tick.symbol)
             if decisions:
-                self.commit(tick.symbol, decisions)
+                self.record(tick.symbol, decisions)
             elif ladder is not None and ladder.open_legs():
                 self.dirty.add(tick.symbol)
 
@@ -178,7 +181,7 @@ class StrategyService:
         if not self.enabled:
             decisions = [d for d in decisions if not isinstance(d, EnterLeg)]
             self._drop_unsent_ladder(candle.symbol)
-        self.commit(candle.symbol, decisions)
+        self.record(candle.symbol, decisions)
 
     def _drop_unsent_ladder(self, symbol: str) -> None:
         """Strategy stopped: a signal does not open a ladder (open ladders keep trailing)."""
@@ -205,7 +208,7 @@ class StrategyService:
                 persistence.set_gtt_id(session, event.ladder_id, event.leg, event.trigger_id)
             return
         if ladder is not None:
-            self.commit(ladder.symbol, decisions, ladder=ladder)
+            self.record(ladder.symbol, decisions, ladder=ladder)
 
     def on_control(self, payload: Payload) -> None:
         if isinstance(payload, StrategyStop):
@@ -236,35 +239,46 @@ class StrategyService:
                 ladder_id=ladder.ladder_id, leg=leg.leg, ts_ms=leg.entry_ms or 0, qty=leg.qty,
                 ref_price=leg.highest, reason=reason,
             ))
-        if intents:
-            with self.sessions.begin() as session:
-                for intent in intents:
-                    self._stage(session, intent)
+        self._intents.extend(intents)
 
     # --- decisions -> intents ------------------------------------------------------------------
 
-    def commit(
-        self,
-        symbol: str,
-        decisions: Sequence[Decision],
-        *,
-        ladder: Ladder | None = None,
+    def record(
+        self, symbol: str, decisions: Sequence[Decision], *, ladder: Ladder | None = None
     ) -> None:
-        """Persist the symbol's state, its ladder rows and the intents, in one transaction.
+        """Note what changed; :meth:`flush` makes it durable before the entries are acked.
         ``ladder`` names a ladder the decisions may have ended (gone from the engine)."""
-        current = self.engine.active_ladder(symbol)
-        touched = ladder or current
-        with self.sessions.begin() as session:
-            for decision in decisions:
-                intent = self._intent(decision)
-                if intent is not None:
-                    self._stage(session, intent)
-                    if isinstance(intent, PlaceOrder | PlaceGtt):
-                        self.awaiting[intent.intent_id] = Awaiting(intent, time.monotonic())
-            if touched is not None:
-                persistence.save_ladder(session, self.name, touched, _phase(touched))
-            persistence.save_symbol(session, self.name, symbol, self.last_bar.get(symbol), current)
+        for decision in decisions:
+            intent = self._intent(decision)
+            if intent is not None:
+                self._intents.append(intent)
+                if isinstance(intent, PlaceOrder | PlaceGtt):
+                    self.awaiting[intent.intent_id] = Awaiting(intent, time.monotonic())
+        touched = ladder or self.engine.active_ladder(symbol)
+        if touched is not None:
+            self._ladders[touched.ladder_id] = touched
+        self._symbols.add(symbol)
         self.dirty.discard(symbol)
+
+    def flush(self) -> None:
+        """Persist the batch's intents (outbox), ladders, trades and resume state in one
+        transaction. Called before the batch is acked; if it fails the process stops, and a
+        restart rebuilds the engine from what was committed and reads the entries again."""
+        with self.lock:
+            if not self._symbols and not self._intents:
+                return
+            with self.sessions.begin() as session:
+                for intent in self._intents:
+                    self._stage(session, intent)
+                persistence.save_ladders(
+                    session, self.name, [(lad, _phase(lad)) for lad in self._ladders.values()]
+                )
+                persistence.save_symbols(session, self.name, [
+                    (sym, self.last_bar.get(sym), self.engine.active_ladder(sym)) for sym in self._symbols
+                ])
+            self._intents.clear()
+            self._ladders.clear()
+            self._symbols.clear()
 
     def _intent(self, d: Decision) -> Payload | None:
         if not isinstance(d, EnterLeg | ProtectLeg | RaiseStop):
@@ -286,19 +300,11 @@ class StrategyService:
     # --- periodic --------------------------------------------------------------------------------
 
     def flush_dirty(self) -> None:
-        """Persist trailing highs that changed nothing else."""
+        """Persist trailing highs that changed nothing else (every few seconds)."""
         with self.lock:
-            symbols = list(self.dirty)
-            if not symbols:
-                return
-            with self.sessions.begin() as session:
-                for symbol in symbols:
-                    ladder = self.engine.active_ladder(symbol)
-                    if ladder is not None:
-                        persistence.save_ladder(session, self.name, ladder, _phase(ladder))
-                        persistence.save_symbol(session, self.name, symbol,
-                                                self.last_bar.get(symbol), ladder)
-            self.dirty.clear()
+            for symbol in list(self.dirty):
+                self.record(symbol, [])
+        self.flush()
 
     def resend_unanswered(self) -> None:
         """Producers re-send: an intent without an answer after the timeout goes again."""

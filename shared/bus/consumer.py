@@ -66,6 +66,7 @@ class StreamConsumer:
     batch: int = 500
     block_ms: int = 500
     start: str | dict[str, str] = "0"  # where a new group starts, for all or per stream
+    before_ack: BatchHook | None = None  # make a batch's effects durable; raising stops the loop
     after_batch: BatchHook | None = None
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     _failures: dict[str, int] = field(default_factory=dict)
@@ -138,6 +139,8 @@ class StreamConsumer:
                     acks.append(entry_id)
                 count += 1
             if acks:
+                if self.before_ack is not None:
+                    self.before_ack()
                 self.client.xack(stream, self.group, *acks)
         return count
 

@@ -1,0 +1,40 @@
+"""`make bench`: every benchmark module's figures, one `name: value unit` line each.
+
+Each module under bench/ exposes ``run() -> list[tuple[name, value, unit]]``. Progress goes to
+stderr; the figures alone go to stdout. ``python -m bench ingest strategy`` runs a subset.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+MODULES = ("ingest", "strategy", "execution", "kite_sim", "api")
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(MODULES)
+    failed = 0
+    for name in chosen:
+        started = time.monotonic()
+        print(f"[bench] {name} …", file=sys.stderr, flush=True)
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError:
+            print(f"[bench] {name}: not available yet", file=sys.stderr, flush=True)
+            continue
+        try:
+            figures = module.run()
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            failed += 1
+            print(f"[bench] {name} failed: {exc!r}", file=sys.stderr, flush=True)
+            continue
+        for figure, value, unit in figures:
+            print(f"{figure}: {value:.6g} {unit}", flush=True)
+        print(f"[bench] {name} done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
