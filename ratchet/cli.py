@@ -50,6 +50,21 @@ def service(
     module.main(load_settings())
 
 
+@app.command(
+    "kite-sim",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def kite_sim(ctx: typer.Context) -> None:
+    """A Kite Connect-compatible simulator (REST + binary ticker) for tests and rehearsals.
+
+    Options: --port N --api-key K --api-secret S --state-dir D, fault flags; see `--help`.
+    """
+    from shared.kite.server import main as kite_sim_main
+
+    raise typer.Exit(kite_sim_main(ctx.args))
+
+
 @app.command()
 def migrate() -> None:
     """Apply the database migrations (RATCHET_DATABASE_URL)."""

@@ -84,7 +84,16 @@ def poll_trading(base: str, key: str, timeout: float = 180) -> list[dict]:
     raise AssertionError(f"no open P1 with a raised stop in time: {positions}")
 
 
-@pytest.mark.parametrize("seed", [3])
+# Any seed must trade; CI samples a few (RATCHET_TEST_SEEDS=1-20 checks them all).
+def _seeds() -> list[int]:
+    raw = os.environ.get("RATCHET_TEST_SEEDS", "1,7,13,20")
+    if "-" in raw:
+        low, high = raw.split("-")
+        return list(range(int(low), int(high) + 1))
+    return [int(s) for s in raw.split(",")]
+
+
+@pytest.mark.parametrize("seed", _seeds())
 def test_ratchet_run_trades_stops_and_carries_on(seed: int) -> None:
     home, port = private_dir("ratchet-test-run-") / "home", free_port()
     proc = start_run(home, port, seed)
