@@ -23,16 +23,16 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from shared.bus.publisher import OutboxRelay, Publisher
-from shared.config import Settings
+from shared.config import ApiSettings, Settings
 from shared.store.db import make_engine, make_sessions
 
 from . import problems
+from .commands import SOURCE, flush_outbox
 from .context import ApiContext, KeyCache
 from .fastpath import FastReads
+from .idempotency import IdempotencyMiddleware
 from .metrics import ApiMetrics, MetricsMiddleware
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-from .commands import SOURCE, flush_outbox
-from .idempotency import IdempotencyMiddleware
 from .routers import (
     admin,
     alerts,
@@ -84,6 +84,20 @@ def _api_router() -> APIRouter:
     return router
 
 
+def _load_stored_api_settings(ctx: ApiContext) -> None:
+    """The api's own section (rate limit) as last changed through PUT /settings/api; it takes
+    effect when the api starts."""
+    from .routers.settings import current_section
+
+    try:
+        with ctx.sessions() as session:
+            stored = current_section(session, ctx.settings, "api")
+    except Exception:  # noqa: BLE001 - defaults stand; /readyz reports the database
+        log.warning("could not read stored api settings; using the process settings")
+        return
+    ctx.settings.api = ApiSettings.model_validate(stored.model_dump())
+
+
 async def _relay_loop(ctx: ApiContext) -> None:
     """Publish control messages a request committed but could not publish (Redis was away)."""
     while True:
@@ -125,6 +139,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.open()
+        await run_in_threadpool(_load_stored_api_settings, ctx)
         relay = asyncio.create_task(_relay_loop(ctx), name="api-outbox-relay")
         try:
             yield

@@ -136,7 +136,7 @@ class IdempotencyMiddleware:
                         CLAIM_S)
 
     async def _answer_duplicate(
-        self, existing: bytes | None, fingerprint: str, path: str, scope: Scope,
+        self, existing: bytes | str | None, fingerprint: str, path: str, scope: Scope,
         receive: Receive, send: Send,
     ) -> None:
         if existing is None:  # the first request finished and was not kept: just run this one

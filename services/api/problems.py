@@ -7,15 +7,30 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 log = logging.getLogger("ratchet.api")
 
 PROBLEM_JSON = "application/problem+json"
+
+# Errors that mean Postgres or Redis cannot be reached (answered 503, not 500).
+STORE_OUTAGES: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+    PoolTimeout,
+)
 
 
 class Problem(BaseModel):
@@ -94,12 +109,11 @@ async def _api_problem(request: Request, exc: Exception) -> Response:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else None
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail == _phrase(exc.status_code):
         detail = None
-    return problem_response(
-        exc.status_code, detail, instance=request.url.path, headers=exc.headers
-    )
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
 
 
 def _clean_error(error: Any) -> dict[str, Any]:
@@ -123,6 +137,15 @@ async def _validation(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: a store is unavailable (%s)", request.method, request.url.path,
+                type(exc).__name__)
+    return problem_response(
+        503, "a data store is unavailable; retry shortly", instance=request.url.path,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "internal error", instance=request.url.path)
@@ -132,6 +155,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation)
+    for unavailable in STORE_OUTAGES:
+        app.add_exception_handler(unavailable, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 

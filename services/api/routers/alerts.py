@@ -23,7 +23,9 @@ def list_alerts(
     session: SessionDep,
     caller: Viewer,
     level: Literal["info", "warning", "critical"] | None = None,
-    since: Annotated[datetime | None, Query(description="at or after (ISO 8601 with offset)")] = None,
+    since: Annotated[
+        datetime | None, Query(description="at or after (ISO 8601 with offset)")
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AlertOut]:

@@ -21,7 +21,9 @@ def list_ladders(
     session: SessionDep,
     caller: Viewer,
     symbol: Annotated[str | None, Query(max_length=40)] = None,
-    phase: Annotated[str | None, Query(max_length=16, description="PENDING ACTIVE ENDED CANCELLED")] = None,
+    phase: Annotated[
+        str | None, Query(max_length=16, description="PENDING ACTIVE ENDED CANCELLED")
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[LadderOut]:

@@ -59,7 +59,9 @@ def list_trades(
 ) -> Page[TradeOut]:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
-            raise ApiProblem(422, f"'{name}' needs a timezone offset (e.g. 2025-01-02T09:15:00+05:30)")
+            raise ApiProblem(
+                422, f"'{name}' needs a timezone offset (e.g. 2025-01-02T09:15:00+05:30)"
+            )
     query = select(Trade).order_by(Trade.entry_time.desc().nulls_last(), Trade.trade_id)
     if symbol:
         query = query.where(Trade.symbol == symbol)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from api_helpers import add_ladder, add_leg, control_messages
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_helpers import add_ladder, add_leg, control_messages
 from services.api.app import create_app
 from services.api.commands import Command
 from shared.auth import Role, create_user

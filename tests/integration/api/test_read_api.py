@@ -7,13 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from api_helpers import T0, add_ladder, add_leg, set_ltp
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.auth import Role, revoke_api_key
 from shared.store.models import AlertRecord, ApiKey, Ohlcv
-
-from api_helpers import T0, add_ladder, add_leg, set_ltp
 
 PROBLEM = "application/problem+json"
 POSITION_KEYS = {
@@ -186,10 +185,8 @@ def test_trades_filters(client: TestClient, viewer_key: str, many_trades: None) 
     assert closed["items"][0]["exit_price"] == 101.0 and closed["items"][0]["pnl"] == 10.0
     both = trades(client, viewer_key, symbol="TCS", status="OPEN")
     assert both["total"] == 3
-    window = trades(
-        client, viewer_key,
-        **{"from": (T0 + timedelta(hours=3)).isoformat(), "to": (T0 + timedelta(hours=6)).isoformat()},
-    )
+    start, end = (T0 + timedelta(hours=3)).isoformat(), (T0 + timedelta(hours=6)).isoformat()
+    window = trades(client, viewer_key, **{"from": start, "to": end})
     assert window["total"] == 3  # hours 3, 4, 5: from inclusive, to exclusive
     leg = closed["items"][0]
     assert leg["leg"] == 1 and "position_number" not in leg
@@ -302,23 +299,32 @@ def test_health_and_ready(client: TestClient) -> None:
 
 
 def test_ready_is_503_when_redis_is_gone(
-    api_settings, engine, sessions: sessionmaker[Session]
+    api_settings, engine, sessions: sessionmaker[Session], make_key: Callable[..., str]
 ) -> None:
-    from services.api.app import create_app
     from ratchet.servers import free_port
+    from services.api.app import create_app
 
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    key = make_key(Role.VIEWER)
+    with sessions.begin() as session:
+        add_ladder(session, "L1", "INFY")
+        session.flush()
+        add_leg(session, "L1", "INFY", 1)
     with TestClient(create_app(api_settings, engine=engine, redis=dead)) as test_client:
         body = assert_problem(test_client.get("/readyz"), 503)
         assert body["checks"] == {"postgres": "ok", "redis": "error"}
+        # Reads that need the LTP store say so (503 + Retry-After), never a bare 500.
+        response = test_client.get("/api/v1/positions", headers={"X-API-Key": key})
+        assert_problem(response, 503)
+        assert response.headers["retry-after"] == "5"
 
 
 def test_metrics_count_requests(client: TestClient, viewer_key: str) -> None:
     client.get("/api/v1/positions", headers={"X-API-Key": viewer_key})
     client.get("/api/v1/positions")
     text = client.get("/metrics").text
-    assert 'ratchet_api_requests_total{method="GET",route="/api/v1/positions",status="200"} 1.0' in text
-    assert 'ratchet_api_requests_total{method="GET",route="/api/v1/positions",status="401"} 1.0' in text
+    series = 'ratchet_api_requests_total{method="GET",route="/api/v1/positions",status="%s"} 1.0'
+    assert series % 200 in text and series % 401 in text
     assert "ratchet_api_request_duration_seconds_bucket" in text
 
 
