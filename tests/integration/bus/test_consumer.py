@@ -1,0 +1,86 @@
+"""The consumer-group loop on a real Redis: ack after the effect, claim a dead consumer's
+entries, retry a failing handler, park poison and unknown messages in dead.letters."""
+
+from __future__ import annotations
+
+import redis
+
+from shared.bus.consumer import StreamConsumer
+from shared.bus.publisher import Publisher
+from shared.contracts import streams
+from shared.contracts.messages import FIELD, BarEnd, Envelope, decode
+
+STREAM = "test.stream"
+
+
+def consumer(client: redis.Redis, name: str, handler, **kw) -> StreamConsumer:  # noqa: ANN001
+    c = StreamConsumer(client, [STREAM], "g", name, handler, block_ms=10, **kw)
+    c.setup()
+    return c
+
+
+def publish(client: redis.Redis, n: int) -> None:
+    pub = Publisher(client, "test")
+    for i in range(n):
+        pub.publish(STREAM, BarEnd(ts_ms=i), msg_id=f"m{i}")
+
+
+def test_entries_are_acked_only_after_the_handler_returns(redis_client: redis.Redis) -> None:
+    seen: list[int] = []
+
+    def handler(_s: str, _e: str, env: Envelope) -> None:
+        seen.append(env.payload.ts_ms)  # type: ignore[attr-defined]
+        assert redis_client.xpending(STREAM, "g")["pending"] >= 1  # not yet acked
+
+    c = consumer(redis_client, "a", handler)
+    publish(redis_client, 3)
+    c.poll_once()
+    assert seen == [0, 1, 2]
+    assert redis_client.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_dead_consumers_entries_are_claimed_and_handled(redis_client: redis.Redis) -> None:
+    dead = consumer(redis_client, "dead", lambda *_: None)
+    publish(redis_client, 2)
+    redis_client.xreadgroup("g", "dead", {STREAM: ">"}, count=10)  # read, then "died" before ack
+    assert redis_client.xpending(STREAM, "g")["pending"] == 2
+    handled: list[str] = []
+    alive = consumer(redis_client, "alive", lambda _s, _e, env: handled.append(env.id), claim_idle_ms=0)
+    alive.poll_once()
+    assert sorted(handled) == ["m0", "m1"]
+    assert alive.stats.claimed == 2
+    assert redis_client.xpending(STREAM, "g")["pending"] == 0
+    del dead
+
+
+def test_a_failing_handler_is_retried_then_parked(redis_client: redis.Redis) -> None:
+    attempts: list[str] = []
+
+    def flaky(_s: str, _e: str, env: Envelope) -> None:
+        attempts.append(env.id)
+        if env.id == "m1":
+            raise RuntimeError("boom")
+
+    c = consumer(redis_client, "a", flaky, dead_letter_after=3)
+    publish(redis_client, 2)
+    for _ in range(5):
+        c.poll_once()
+    assert attempts.count("m1") == 3 and attempts.count("m0") == 1
+    letters = redis_client.xrange(streams.DEAD_LETTERS)
+    assert len(letters) == 1
+    letter = decode(letters[0][1][FIELD]).payload
+    assert letter.failures == 3 and "boom" in letter.error  # type: ignore[attr-defined]
+    assert redis_client.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_malformed_and_unknown_messages_are_parked_and_the_loop_goes_on(redis_client: redis.Redis) -> None:
+    handled: list[str] = []
+    c = consumer(redis_client, "a", lambda _s, _e, env: handled.append(env.id))
+    redis_client.xadd(STREAM, {FIELD: b"\x00garbage"})
+    redis_client.xadd(STREAM, {FIELD: b'{"type":"Candle","v":7,"id":"x","ts":1,"source":"s","payload":{}}'})
+    redis_client.xadd(STREAM, {b"other": b"1"})
+    publish(redis_client, 1)
+    c.poll_once()
+    assert handled == ["m0"]
+    assert redis_client.xlen(streams.DEAD_LETTERS) == 3
+    assert c.stats.parked == 3

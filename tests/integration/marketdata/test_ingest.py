@@ -1,0 +1,66 @@
+"""Marketdata's entry point on real Redis and Postgres: LTP store, tick stream, closed candles
+with EMAs into the stream and ohlcv; malformed, unknown and late ticks counted, never fatal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.marketdata.ingest import Ingestor
+from services.marketdata.ohlcv import OhlcvWriter, load_bars
+from shared.contracts import streams
+from shared.contracts.messages import FIELD, BarEnd, Candle, Ticks, decode
+from shared.domain.candles import Bar
+from shared.domain.session import SessionRules, ms_from_ist
+from shared.store.models import Ohlcv
+
+OPEN = ms_from_ist(datetime(2026, 11, 24, 9, 15))
+
+
+def ingestor(client: redis.Redis, sessions: sessionmaker[Session]) -> Ingestor:
+    ing = Ingestor(client, OhlcvWriter(sessions), SessionRules(), periods=(2, 3, 4, 5))
+    history = [Bar(OPEN - (6 - i) * 900_000, OPEN - (5 - i) * 900_000, 100, 100, 100, 100, 1)
+               for i in range(6)]
+    ing.register(11, "INFY", "NSE", history)
+    return ing
+
+
+def test_ticks_reach_ltp_stream_candles_and_ohlcv(redis_client: redis.Redis, sessions) -> None:
+    ing = ingestor(redis_client, sessions)
+    ing.on_frame([(11, OPEN + 1_000, 150_000, 10), (11, OPEN + 60_000, 151_000, 25)], OPEN + 60_000)
+    ing.on_frame([(11, OPEN + 900_000, 149_000, 40)], OPEN + 900_000)  # closes the 09:15 bar
+    ltp = orjson.loads(redis_client.hget(streams.LTP_HASH, "NSE:INFY"))
+    assert ltp == {"token": 11, "price": 149_000, "ts_ms": OPEN + 900_000, "volume": 40}
+    frames = [decode(f[FIELD]).payload for _, f in redis_client.xrange(streams.ticks_stream(0))]
+    assert all(isinstance(f, Ticks) for f in frames) and sum(len(f.ticks) for f in frames) == 3
+    candles = [decode(f[FIELD]).payload for _, f in redis_client.xrange(streams.CANDLES)]
+    bars = [c for c in candles if isinstance(c, Candle)]
+    assert len(bars) == 1
+    bar = bars[0]
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (150_000, 151_000, 150_000, 151_000, 25)
+    assert bar.start_ms == OPEN and bar.end_ms == OPEN + 900_000
+    assert all(e is not None for e in bar.ema)  # warmed from history: defined at once
+    assert any(isinstance(c, BarEnd) for c in candles)
+    with sessions() as session:
+        row = session.scalars(select(Ohlcv)).one()
+    assert float(row.close) == 1510.0 and row.ema_9 is not None
+    stored = load_bars(sessions, "NSE", "INFY", 15, 10, 900_000)
+    assert [b.close for b in stored] == [151_000]
+
+
+def test_bad_unknown_and_late_ticks_are_counted_not_fatal(redis_client: redis.Redis, sessions) -> None:
+    ing = ingestor(redis_client, sessions)
+    ing.on_frame([(11, OPEN + 5_000, 150_000, None)], OPEN + 5_000)
+    accepted = ing.on_frame(
+        [(11, OPEN + 6_000, -5, None), ("x",), (99, OPEN + 6_000, 100, None),
+         (11, OPEN + 1_000, 150_000, None), (11, OPEN + 7_000, 150_500, None)],
+        OPEN + 7_000,
+    )
+    assert accepted == 1
+    assert (ing.stats.rejected, ing.stats.unknown, ing.stats.late) == (2, 1, 1)
+    out_of_session = ms_from_ist(datetime(2026, 11, 24, 16, 0))
+    assert ing.on_frame([(11, out_of_session, 150_000, None)], out_of_session) == 0
