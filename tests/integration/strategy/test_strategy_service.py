@@ -1,0 +1,58 @@
+"""The strategy service on real Postgres: a fill becomes one protective GTT intent even when the
+event is delivered twice, and a restarted service resumes its ladders exactly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.strategy.service import StrategyService
+from shared.config import StrategySettings
+from shared.contracts.messages import OrderFilled, PlaceGtt, Side, Tick, Ticks, decode
+from shared.domain.engine import MomentumEngine
+from shared.domain.ladder import Ladder, Leg, StrategyParams
+from shared.domain.session import SessionRules, ms_from_ist
+from shared.store.models import OutboxMessage, Trade
+
+T0 = ms_from_ist(datetime(2026, 11, 24, 10, 0))
+LADDER = "NSE:INFY:202611240945"
+
+
+def service(sessions: sessionmaker[Session]) -> StrategyService:
+    engine = MomentumEngine(StrategyParams(), SessionRules())
+    svc = StrategyService(engine, sessions, StrategySettings(),
+                          lambda symbol: ("NSE", 5, []) if symbol == "INFY" else None)
+    svc.restore(["INFY"])
+    return svc
+
+
+def intents(sessions: sessionmaker[Session]) -> list:
+    with sessions() as session:
+        return [decode(r.data).payload for r in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+
+
+def test_fill_twice_gives_one_protective_gtt_and_restart_resumes(sessions) -> None:
+    svc = service(sessions)
+    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
+    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
+    svc.engine.restore_ladder(ladder)
+    fill = OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
+                       ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY, qty=2,
+                       price=150_000)
+    svc.on_exec_event(fill)
+    svc.on_exec_event(fill)  # redelivered
+    svc.flush()
+    gtts = [i for i in intents(sessions) if isinstance(i, PlaceGtt)]
+    assert len(gtts) == 1
+    assert (gtts[0].trigger, gtts[0].target) == (146_250, 157_500)  # -2.5% down, +5% up, on tick
+    svc.on_ticks(Ticks(ticks=[Tick(token=1, symbol="INFY", ts_ms=T0 + 1000, price=152_000)]))
+    svc.flush()
+    with sessions() as session:
+        trade = session.get(Trade, f"{LADDER}:1")
+    assert trade.status == "OPEN" and float(trade.stop_loss) > float(trade.initial_stop)
+
+    again = service(sessions)  # a restart
+    restored = again.engine.active_ladder("INFY")
+    assert restored is not None and restored.to_dict() == svc.engine.active_ladder("INFY").to_dict()
