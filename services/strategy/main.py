@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.strategy.service import StrategyService
+from services.strategy.sweep import Sweep
 from shared.bus.consumer import StreamConsumer
 from shared.bus.publisher import OutboxRelay, Publisher
 from shared.config import Settings
@@ -101,5 +102,6 @@ def main(settings: Settings) -> None:
     runtime.every("outbox", 0.2, relay.flush)
     runtime.every("flush-highs", 5.0, service.flush_dirty)
     runtime.every("resend", 5.0, service.resend_unanswered)
+    runtime.every("sweep", settings.strategy.sweep_seconds, Sweep(service, client, sessions).run_once)
     runtime.announce_ready(client)
     runtime.wait()

@@ -56,3 +56,28 @@ def test_fill_twice_gives_one_protective_gtt_and_restart_resumes(sessions) -> No
     again = service(sessions)  # a restart
     restored = again.engine.active_ladder("INFY")
     assert restored is not None and restored.to_dict() == svc.engine.active_ladder("INFY").to_dict()
+
+
+def test_sweep_alerts_on_a_missed_stop_only_when_it_persists(sessions, redis_client) -> None:
+    import orjson
+
+    from services.strategy.sweep import Sweep
+    from shared.contracts.streams import LTP_HASH
+    from shared.store.models import AlertRecord
+
+    svc = service(sessions)
+    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
+    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
+    svc.engine.restore_ladder(ladder)
+    svc.on_exec_event(OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
+                                  ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY,
+                                  qty=2, price=150_000))
+    svc.flush()
+    redis_client.hset(LTP_HASH, "NSE:INFY", orjson.dumps({"token": 1, "price": 140_000, "ts_ms": T0}))
+    sweep = Sweep(svc, redis_client, sessions)
+    assert sweep.run_once() == 0  # first sight: it may be firing right now
+    assert sweep.run_once() == 2  # still there: no GTT confirmed, and price below the stop
+    assert sweep.run_once() == 0  # reported once
+    with sessions() as session:
+        codes = sorted(a.code for a in session.scalars(select(AlertRecord)))
+    assert codes == ["gtt_missing", "stop_not_triggered"]
