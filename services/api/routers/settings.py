@@ -3,8 +3,9 @@
 A section's current values are the process's settings overlaid by the newest stored row of that
 section. A PUT body holds some fields of one section; the merged section is validated by its
 model in ``shared.config`` (422 on, e.g., a stop percentage outside (0, 50] or a capital of 0, or
-an unknown field), stored as a new row (the history), audited, and announced as ParamsChanged.
-Stored values are the section's JSON form (exact decimals as strings)."""
+an unknown field), stored whole as a new row (the history), audited, and announced as
+ParamsChanged carrying the changed fields only, as text (a tuple as "9,21,50,200"). Stored values
+are the section's JSON form (exact decimals as strings)."""
 
 from __future__ import annotations
 
@@ -153,14 +154,15 @@ def _put(ctx: ApiContext, caller: Caller, name: str, patch: BaseModel) -> BaseMo
             raise ApiProblem(422, f"invalid {name} settings", title="Unprocessable Content",
                              errors=errors) from exc
         values = section.model_dump(mode="json")
-        cmd.session.add(SettingsVersion(section=name, values=values, changed_by=caller.actor))
-        cmd.audit("settings.put", "settings", name,
-                  before=before.model_dump(mode="json"), after=values)
-        cmd.announce(ParamsChanged(
-            section=name,
-            values={k: _as_text(v) for k, v in section.model_dump(mode="json").items()},
-            by=caller.actor,
-        ))
+        previous = model.model_validate(before.model_dump()).model_dump(mode="json")
+        changed = {k: v for k, v in values.items() if previous.get(k) != v}
+        if changed:  # putting the current values again is a no-op: no row, no message
+            cmd.session.add(SettingsVersion(section=name, values=values, changed_by=caller.actor))
+            cmd.audit("settings.put", "settings", name, before=previous, after=values)
+            cmd.announce(ParamsChanged(
+                section=name, values={k: _as_text(v) for k, v in changed.items()},
+                by=caller.actor,
+            ))
     return OUT_MODELS[name].model_validate(section.model_dump())
 
 

@@ -162,9 +162,17 @@ def test_settings_put_validates_stores_and_announces(
         assert session.scalar(select(func.count()).select_from(SettingsVersion)) == 2
     messages = [m.payload for m in control_messages(redis_client)]
     assert all(isinstance(m, ParamsChanged) for m in messages) and len(messages) == 2
-    assert messages[0].section == "strategy" and messages[0].values["p1_stop_pct"] == "3"
-    assert messages[0].values["ema_periods"] == "9,21,50,200"
+    assert messages[0].section == "strategy" and messages[0].values == {"p1_stop_pct": "3"}
+    assert messages[1].values == {"p2_stop_pct": "2.75"}  # the changed fields only
     assert audit_actions(sessions) == ["settings.put", "settings.put"]
+    # The same values again change nothing: no row, no audit, no message.
+    same = client.put("/api/v1/settings/strategy", json={"p1_stop_pct": 3}, headers=h(admin_key))
+    assert same.status_code == 200 and same.json()["p1_stop_pct"] == 3.0
+    assert len(control_messages(redis_client)) == 2 and len(audit_actions(sessions)) == 2
+    emas = client.put("/api/v1/settings/strategy", json={"ema_periods": [9, 21, 50, 100]},
+                      headers=h(admin_key))
+    assert emas.json()["ema_periods"] == [9, 21, 50, 100]
+    assert control_messages(redis_client)[-1].payload.values == {"ema_periods": "9,21,50,100"}
 
 
 # --- keys, users, login ------------------------------------------------------------------------
