@@ -10,6 +10,7 @@ let timer = null;
 const money = new Intl.NumberFormat("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const fmt = (v) => (v === null || v === undefined ? "–" : money.format(v));
 const pct = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(2)}%`);
+const inr = (v) => (v === null || v === undefined ? "–" : `${v < 0 ? "−" : ""}₹${fmt(Math.abs(v))}`);
 const sign = (v) => (v > 0 ? "up" : v < 0 ? "down" : "");
 
 async function api(path) {
@@ -56,15 +57,15 @@ function renderPositions(positions) {
   $("no-positions").hidden = positions.length > 0;
   $("open-legs").textContent = String(positions.length);
   const deployed = positions.reduce((s, p) => s + (p.entry_price || 0) * p.qty, 0);
-  $("deployed").textContent = `₹${fmt(deployed)} deployed`;
+  $("deployed").textContent = `${inr(deployed)} deployed`;
 }
 
 function setFigure(id, figures) {
   const el = $(id);
-  el.textContent = `₹${fmt(figures.total)}`;
+  el.textContent = inr(figures.total);
   el.className = `value ${sign(figures.total)}`;
   $(`${id}-split`).textContent =
-    `realised ₹${fmt(figures.realised)} · unrealised ₹${fmt(figures.unrealised)}`;
+    `realised ${inr(figures.realised)} · unrealised ${inr(figures.unrealised)}`;
 }
 
 function renderPnl(pnl) {
@@ -87,9 +88,13 @@ function renderPnl(pnl) {
 
 async function refresh() {
   try {
-    const [positions, pnl] = await Promise.all([api("positions"), api("pnl")]);
+    const [positions, pnl, strategy] = await Promise.all(
+      [api("positions"), api("pnl"), api("strategy")]);
     renderPositions(positions);
     renderPnl(pnl);
+    $("strategy").textContent = `strategy ${strategy.state}`;
+    $("strategy").hidden = false;
+    $("halted").hidden = !strategy.halted;
     $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
     if (err.message !== "unauthorised") $("status").textContent = `refresh failed: ${err.message}`;
@@ -100,6 +105,7 @@ function show(signedIn) {
   $("login").hidden = signedIn;
   $("board").hidden = !signedIn;
   $("signout").hidden = !signedIn;
+  if (!signedIn) { $("strategy").hidden = true; $("halted").hidden = true; }
   clearInterval(timer);
   timer = null;
   if (signedIn) {
