@@ -37,8 +37,10 @@ class Caller:
 
     @property
     def actor(self) -> str:
-        """How the audit log names this caller."""
-        return f"{self.kind}:{self.name}"
+        """How the audit log names this caller: ``user:NAME`` (names are unique) or
+        ``key:ID:NAME`` (key names are not); at most 80 characters, the column's width."""
+        label = f"user:{self.name}" if self.kind == "user" else f"key:{self.id}:{self.name}"
+        return label[:80]
 
 
 @dataclass

@@ -3,6 +3,7 @@ users and login, rate limits, body limit and Idempotency-Key."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -39,18 +40,19 @@ def test_halt_writes_row_audit_and_message(
     response = client.post("/api/v1/halt", json={"reason": "drill"}, headers=h(admin_key))
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["active"] is True and body["kind"] == "kill_switch" and body["by"] == "key:admin"
+    assert body["active"] is True and body["kind"] == "kill_switch"
+    assert re.fullmatch(r"key:\d+:admin", body["by"])  # the audit names the key by id
     with sessions() as session:
         halt = session.get(HaltRecord, body["id"])
         assert halt is not None and halt.active and halt.reason == "drill"
         audit = session.scalars(select(AuditEntry)).one()
-        assert (audit.action, audit.actor, audit.object_id) == ("halt", "key:admin", str(halt.id))
+        assert (audit.action, audit.actor, audit.object_id) == ("halt", body["by"], str(halt.id))
         assert session.scalar(
             select(func.count()).where(OutboxMessage.published_at.is_(None))
         ) == 0
     [message] = control_messages(redis_client)
     assert isinstance(message.payload, Halt) and message.source == "api"
-    assert message.payload.reason == "drill" and message.payload.by == "key:admin"
+    assert message.payload.reason == "drill" and message.payload.by == body["by"]
     status = client.get("/api/v1/strategy", headers=h(admin_key)).json()
     assert status["halted"] is True
 
@@ -84,7 +86,7 @@ def test_flatten_needs_confirmation(
 def test_strategy_start_stop(client: TestClient, trader_key: str, viewer_key: str) -> None:
     assert client.get("/api/v1/strategy", headers=h(viewer_key)).json()["state"] == "running"
     stopped = client.post("/api/v1/strategy/stop", headers=h(trader_key)).json()
-    assert stopped["state"] == "stopped" and stopped["changed_by"] == "key:trader"
+    assert stopped["state"] == "stopped" and re.fullmatch(r"key:\d+:trader", stopped["changed_by"])
     assert client.post("/api/v1/strategy/start", headers=h(trader_key)).json()["state"] == (
         "running"
     )
@@ -108,7 +110,8 @@ def test_exit_leg(
         "status": "accepted", "message_id": "-", "trade_id": "L1:1", "ladder_id": "L1", "leg": 1,
     }
     [message] = control_messages(redis_client)
-    assert message.payload == ExitRequested(ladder_id="L1", leg=1, by="key:trader")
+    assert message.payload == ExitRequested(ladder_id="L1", leg=1, by=message.payload.by)
+    assert re.fullmatch(r"key:\d+:trader", message.payload.by)
     assert audit_actions(sessions) == ["leg.exit"]  # refused calls changed nothing
 
 
