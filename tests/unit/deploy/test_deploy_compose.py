@@ -21,6 +21,7 @@ from deploy_support import HERE, RATCHET_SERVICES, ROOT, WORKERS, find_tool
 from ratchet.runner import service_command
 
 ALL_SERVICES = {"redis", "postgres", "migrate", *RATCHET_SERVICES}
+OPS_SERVICES = {"proxy", "prometheus", "grafana"}  # profile "ops"
 VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -52,7 +53,11 @@ def test_the_schema_catches_a_broken_file(compose: dict[str, Any]) -> None:
 
 
 def test_it_names_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == ALL_SERVICES
+    services = compose["services"]
+    assert {n for n, s in services.items() if not s.get("profiles")} == ALL_SERVICES
+    assert {n for n, s in services.items() if s.get("profiles")} == OPS_SERVICES
+    for name in OPS_SERVICES:
+        assert services[name]["profiles"] == ["ops"]
 
 
 @pytest.mark.parametrize("name", RATCHET_SERVICES)
