@@ -9,6 +9,11 @@ finds in the container: PID 1 in the usual case, any process when an init (``--i
   (each service refreshes it every 5 s with a 15 s TTL, so a hung or dead worker turns unhealthy).
 - anything else (``ratchet migrate``, a shell): healthy; there is nothing to probe.
 
+``--liveness`` (for a probe that restarts the container): a worker counts as alive when Redis
+cannot be asked, since then its ready key says nothing about the worker, and restarting every
+worker because Redis is away would only add a restart storm to the outage. It is unhealthy only
+when Redis answers and the key is gone.
+
 Exit 0 healthy, 1 unhealthy. Standard library plus the ``redis`` client the image has anyway.
 """
 
@@ -65,25 +70,27 @@ def check_api(env: dict[str, str]) -> bool:
         return False
 
 
-def check_worker(service: str, env: dict[str, str]) -> bool:
+def check_worker(service: str, env: dict[str, str], liveness: bool = False) -> bool:
     import redis
 
     client = redis.Redis.from_url(env["RATCHET_REDIS_URL"], socket_timeout=3)
     try:
         return bool(client.exists(ready_key(service, env)))
     except redis.RedisError:
-        return False
+        return liveness
     finally:
         client.close()
 
 
 def main(argv: Sequence[str]) -> int:
     env = dict(os.environ)
-    service = argv[1] if len(argv) > 1 else running_service()
+    liveness = "--liveness" in argv[1:]
+    named = [arg for arg in argv[1:] if not arg.startswith("--")]
+    service = named[0] if named else running_service()
     if service == "api":
         healthy = check_api(env)
     elif service in WORKERS:
-        healthy = check_worker(service, env)
+        healthy = check_worker(service, env, liveness)
     else:
         healthy = True
     return 0 if healthy else 1

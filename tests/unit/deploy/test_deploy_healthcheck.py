@@ -33,6 +33,7 @@ def test_other_commands_are_not_services(healthcheck_module: ModuleType, argv: l
 
 class FakeRedis:
     present: set[str] = set()
+    down = False
 
     def __init__(self) -> None:
         self.closed = False
@@ -42,6 +43,8 @@ class FakeRedis:
         return cls()
 
     def exists(self, key: str) -> int:
+        if self.down:
+            raise ConnectionError("redis is away")
         return int(key in self.present)
 
     def close(self) -> None:
@@ -55,6 +58,7 @@ def fake_redis(monkeypatch: pytest.MonkeyPatch) -> type[FakeRedis]:
     monkeypatch.setenv("RATCHET_REDIS_URL", "redis://redis:6379/0")
     monkeypatch.delenv("RATCHET_REPLICA", raising=False)
     FakeRedis.present = set()
+    FakeRedis.down = False
     return FakeRedis
 
 
@@ -114,3 +118,15 @@ def test_without_an_argument_it_guards_the_service_it_finds(
     assert healthcheck_module.main(["healthcheck.py"]) == 1
     fake_redis.present = {"ratchet.ready.execution.0"}
     assert healthcheck_module.main(["healthcheck.py"]) == 0
+
+
+def test_liveness_does_not_blame_a_worker_for_redis_being_away(
+    healthcheck_module: ModuleType, fake_redis: type[FakeRedis]
+) -> None:
+    live = ["healthcheck.py", "strategy", "--liveness"]
+    assert healthcheck_module.main(live) == 1  # Redis answers, the key is gone: restart it
+    fake_redis.present = {"ratchet.ready.strategy.0"}
+    assert healthcheck_module.main(live) == 0
+    fake_redis.down = True
+    assert healthcheck_module.main(live) == 0  # nothing to judge by: leave it running
+    assert healthcheck_module.main(["healthcheck.py", "strategy"]) == 1  # but not ready

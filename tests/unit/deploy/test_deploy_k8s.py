@@ -198,9 +198,11 @@ def test_probes_ask_what_ratchet_run_waits_for(
     loads = workloads(rendered[overlay])
     for name in WORKERS:
         (container,) = pod_spec(loads[name])["containers"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert container[probe]["exec"]["command"] == [
                 "python", "/opt/ratchet/healthcheck.py", name]
+        assert container["livenessProbe"]["exec"]["command"] == [
+            "python", "/opt/ratchet/healthcheck.py", name, "--liveness"]
         assert {"name": "RATCHET_REPLICA", "value": "0"} in container["env"]
         assert loads[name]["spec"]["strategy"] == {"type": "Recreate"}
         assert loads[name]["spec"]["replicas"] == 1

