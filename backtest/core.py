@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backtest.bars import BarSeries
 from backtest.ticks import tick_path
@@ -66,9 +66,8 @@ class LegResult:
 @dataclass
 class BacktestResult:
     legs: list[LegResult]
-    series: dict[str, BarSeries]
-    emas: dict[str, list[tuple[float | None, ...]]]  # per bar of series[s].bars[first[s]:]
-    first: dict[str, int]  # index of the first bar kept (warm-up included)
+    series: dict[str, BarSeries]  # the bars used (after --to), warm-up included
+    emas: dict[str, list[tuple[float | None, ...]]]  # after each bar of series[s].bars
     traded_from: dict[str, int]  # index of the first traded bar
     step_ms: list[int]  # end of each step (bar time)
     equity: list[int]  # realised + unrealised PnL in paise after each step
@@ -187,8 +186,8 @@ class _Driver:
         return total
 
 
-def _window(series: BarSeries, start_ms: int | None, end_ms: int | None) -> tuple[int, int, int]:
-    """(first kept, first traded, end) bar indexes: bars before ``start_ms`` warm the EMAs."""
+def _window(series: BarSeries, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """(first traded, end) bar indexes: bars before ``start_ms`` only warm the EMAs."""
     bars = series.bars
     end = len(bars)
     if end_ms is not None:
@@ -198,7 +197,7 @@ def _window(series: BarSeries, start_ms: int | None, end_ms: int | None) -> tupl
     if start_ms is not None:
         while traded < end and bars[traded].start_ms < start_ms:
             traded += 1
-    return 0, traded, end
+    return traded, end
 
 
 def _steps(order: Sequence[str], spans: Mapping[str, tuple[int, int]],
@@ -249,7 +248,6 @@ def run_backtest(
     drv = _Driver(params, limits, rules)
     engine = drv.engine
     emas: dict[str, list[tuple[float | None, ...]]] = {}
-    first: dict[str, int] = {}
     traded_from: dict[str, int] = {}
     spans: dict[str, tuple[int, int]] = {}
     last_index: dict[str, int] = {}
@@ -259,11 +257,12 @@ def run_backtest(
             series[sym] = s
         engine.add_instrument(sym, s.exchange, s.tick)
         drv.ticks[sym] = s.tick
-        lo, traded, hi = _window(s, start_ms, end_ms)
-        out: list[tuple[float | None, ...]] = []
-        for bar in s.bars[lo:traded]:
-            out.append(engine.warm_bars(sym, (bar,)))
-        emas[sym], first[sym], traded_from[sym] = out, lo, traded
+        traded, hi = _window(s, start_ms, end_ms)
+        if hi < len(s.bars):
+            s = replace(s, bars=s.bars[:hi], stamps=s.stamps[:hi])
+            series[sym] = s
+        emas[sym] = [engine.warm_bars(sym, (bar,)) for bar in s.bars[:traded]]
+        traded_from[sym] = traded
         spans[sym] = (traded, hi)
         last_index[sym] = hi - 1
     order = list(series)
@@ -321,7 +320,7 @@ def run_backtest(
     if progress is not None:
         progress(total, total)
     return BacktestResult(
-        legs=_legs(drv, series), series=series, emas=emas, first=first, traded_from=traded_from,
+        legs=_legs(drv, series), series=series, emas=emas, traded_from=traded_from,
         step_ms=step_ms, equity=equity, exposed_steps=exposed, capital_paise=capital,
         rejections=drv.rejections, stop_raises=drv.stop_raises,
     )

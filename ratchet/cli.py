@@ -147,6 +147,12 @@ def users_create(
     typer.echo(f"created {role} user {username!r}")
 
 
+from ratchet import backtest_cli  # noqa: E402
+
+app.command("backtest")(backtest_cli.backtest)
+app.command("backfill")(backtest_cli.backfill)
+
+
 def main() -> None:
     app(prog_name="ratchet")
 
