@@ -5,6 +5,7 @@ Each app has its own registry (no global collectors), exposed at ``/metrics``.""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,6 +48,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Labelled children by labels: .labels() costs a lock and a lookup per call.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,7 +68,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            template = route_template(scope)
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            key = (scope["method"], route_template(scope))
+            counter = self._counters.get((*key, str(status)))
+            if counter is None:
+                counter = self._counters.setdefault(
+                    (*key, str(status)), self.metrics.requests.labels(*key, str(status)))
+            timer = self._timers.get(key)
+            if timer is None:
+                timer = self._timers.setdefault(key, self.metrics.latency.labels(*key))
+            counter.inc()
+            timer.observe(elapsed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,7 +16,14 @@ CSP = (
 DOCS_PATHS = ("/docs", "/redoc")
 
 
+_COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+_PAGES = [(b"x-frame-options", b"DENY"), (b"content-security-policy", CSP.encode())]
+_NO_STORE = (b"cache-control", b"no-store")
+
+
 class SecurityHeadersMiddleware:
+    """Adds the headers at the byte level (the api's own responses never set them)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -24,20 +31,26 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_docs = scope["path"].startswith(DOCS_PATHS)
+        # Swagger UI's page loads its own assets: no CSP or frame rule there.
+        extra = _COMMON if scope["path"].startswith(DOCS_PATHS) else _COMMON + _PAGES
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                if not is_docs:  # Swagger UI's page loads its own assets; leave it alone
-                    headers.setdefault("X-Frame-Options", "DENY")
-                    headers.setdefault("Content-Security-Policy", CSP)
-                headers.setdefault("Cache-Control", "no-store")
+                headers = list(message.get("headers", ()))
+                headers.extend(extra)
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _has_body(scope: Scope) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
 
 
 class BodyTooLarge(HTTPException):
@@ -57,7 +70,7 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in _BODILESS and not _has_body(scope):
             await self.app(scope, receive, send)
             return
         length = Headers(scope=scope).get("content-length")

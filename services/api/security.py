@@ -96,6 +96,14 @@ async def end_user_sessions(client: aioredis.Redis, user_id: int) -> None:
     await client.delete(_USER_SESSIONS_KEY + str(user_id))
 
 
+# Count a request in the current window and read the previous one: one round trip, atomic.
+_COUNT_LUA = """
+local current = redis.call('INCR', KEYS[1])
+if current == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {current, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
+
+
 @dataclass(frozen=True)
 class RateDecision:
     allowed: bool
@@ -114,11 +122,10 @@ async def hit_rate_limit(
     elapsed = now - window * WINDOW_S
     current_key = f"{_RATE_KEY}{scope}:{window}"
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.incr(current_key)
-            pipe.expire(current_key, 2 * WINDOW_S)
-            pipe.get(f"{_RATE_KEY}{scope}:{window - 1}")
-            current, _, previous = await pipe.execute()
+        count = client.register_script(_COUNT_LUA)  # EVALSHA (EVAL once per server)
+        current, previous = await count(
+            keys=[current_key, f"{_RATE_KEY}{scope}:{window - 1}"], args=[2 * WINDOW_S]
+        )
     except RedisError as exc:
         log.warning("rate limiter unavailable (%s); request allowed", type(exc).__name__)
         return RateDecision(True)
