@@ -6,7 +6,8 @@ finds in the container: PID 1 in the usual case, any process when an init (``--i
 
 - api: GET http://127.0.0.1:$RATCHET_API_PORT/healthz answers 200.
 - marketdata, strategy, execution: the Redis key ``ratchet.ready.<service>.<replica>`` exists
-  (each service refreshes it every 5 s with a 15 s TTL, so a hung or dead worker turns unhealthy).
+  (each service refreshes it every 5 s with a 15 s TTL, so a process that is gone or frozen turns
+  unhealthy within 15 s).
 - anything else (``ratchet migrate``, a shell): healthy; there is nothing to probe.
 
 ``--liveness`` (for a probe that restarts the container): a worker counts as alive when Redis
