@@ -107,15 +107,15 @@ async def _relay_loop(ctx: ApiContext) -> None:
 
 def _build_clients(
     settings: Settings, engine: Engine | None, client: redis_lib.Redis | None
-) -> tuple[Engine, redis_lib.Redis, bool]:
-    owns = engine is None or client is None
+) -> tuple[Engine, redis_lib.Redis, bool, bool]:
+    owns_engine, owns_redis = engine is None, client is None
     if engine is None:
         engine = make_engine(settings.require_database_url(), pool_size=10)
     if client is None:
         client = redis_lib.Redis.from_url(
             settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=3
         )
-    return engine, client, owns
+    return engine, client, owns_engine, owns_redis
 
 
 def create_app(
@@ -123,7 +123,8 @@ def create_app(
 ) -> FastAPI:
     """The api as an ASGI app. Clients not given are built from ``settings`` and closed on
     shutdown; given ones belong to the caller."""
-    engine, client, owns = _build_clients(settings, engine, redis)
+    settings = settings.model_copy(deep=True)  # the api may update its own section at start
+    engine, client, owns_engine, owns_redis = _build_clients(settings, engine, redis)
     sessions = make_sessions(engine)
     ctx = ApiContext(
         settings=settings,
@@ -133,7 +134,8 @@ def create_app(
         keys=KeyCache(),
         fast=FastReads(engine, client),
         relay=OutboxRelay(sessions, Publisher(client, SOURCE), SOURCE),
-        owns_clients=owns,
+        owns_engine=owns_engine,
+        owns_redis=owns_redis,
     )
 
     @asynccontextmanager

@@ -95,13 +95,15 @@ class ApiContext:
     keys: KeyCache
     fast: FastReads
     relay: OutboxRelay
-    owns_clients: bool = False
+    owns_engine: bool = False
+    owns_redis: bool = False
 
     async def open(self) -> None:
         await self.fast.open()
 
     async def close(self) -> None:
         await self.fast.close()
-        if self.owns_clients:
+        if self.owns_redis:
             self.redis.close()
+        if self.owns_engine:
             self.engine.dispose()

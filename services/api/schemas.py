@@ -20,10 +20,6 @@ def rupees(value: Decimal | int | float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def paise_to_rupees(paise: int | None) -> float | None:
-    return None if paise is None else paise / 100
-
-
 class Page(Out, Generic[T]):
     items: list[T]
     total: int = Field(description="rows matching the filters, all pages")
