@@ -71,7 +71,7 @@ class RiskSettings(_Section):
 
 class ExecutionSettings(_Section):
     gtt_limit_buffer_pct: Percent = Decimal("0.5")
-    gtt_child_timeout_s: float = Field(30, gt=0)
+    gtt_child_timeout_s: float = Field(30, ge=0)
     unknown_settle_s: float = Field(10, ge=0)
     orders_per_second: int = Field(10, gt=0)
     orders_per_minute: int = Field(400, gt=0)

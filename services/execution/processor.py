@@ -272,10 +272,13 @@ class Execution:
                 return
             if order.broker_order_id is None:
                 order.broker_order_id = placed.order_id
-            if placed.status == BrokerOrderStatus.COMPLETE:
+            partly_cancelled = placed.status == BrokerOrderStatus.CANCELLED and placed.filled_qty > 0
+            if placed.status == BrokerOrderStatus.COMPLETE or partly_cancelled:
+                # A partial fill whose rest was cancelled ends as FILLED with what did fill.
                 avg = placed.average_price if placed.average_price is not None else to_paise(order.ref_price)
                 ledger.move_order(
-                    session, order, OrderEvent.FILL, filled_qty=placed.filled_qty, average_price=to_rupees(avg)
+                    session, order, OrderEvent.FILL, note=placed.status,
+                    filled_qty=min(placed.filled_qty, order.qty), average_price=to_rupees(avg),
                 )
                 self._emit_filled(session, order, avg, ts_ms)
             elif placed.status == BrokerOrderStatus.REJECTED:
@@ -285,8 +288,12 @@ class Execution:
             elif placed.status == BrokerOrderStatus.CANCELLED:
                 ledger.move_order(session, order, OrderEvent.CANCEL, reason=placed.status_message)
                 self._emit_rejected(session, order, "cancelled", None, ts_ms)
-            elif order.state != OrderState.OPEN:
-                ledger.move_order(session, order, OrderEvent.ACCEPT)
+            elif order.state == OrderState.OPEN:
+                if placed.filled_qty > order.filled_qty:  # a partial fill: progress, not an end
+                    order.filled_qty = min(placed.filled_qty, order.qty)
+            else:
+                ledger.move_order(session, order, OrderEvent.ACCEPT,
+                                  filled_qty=min(placed.filled_qty, order.qty))
                 ledger.emit(
                     session,
                     OrderAccepted(**self._leg(order, ts_ms), order_id=placed.order_id, tag=order.tag),
@@ -388,6 +395,7 @@ class Execution:
                 )
                 session.add(gtt)
                 session.flush()
+            session.refresh(gtt, with_for_update=True)  # one replica at a time past this point
             if gtt.state != GttState.NEW:
                 return
             state = ledger.risk_state(session, self._today_start(intent.ts_ms), None)
@@ -401,18 +409,21 @@ class Execution:
                     intent_id=intent.intent_id,
                 )
                 return
-            ledger.move_gtt(session, gtt, GttEvent.SUBMIT, submitted_at=ledger.utcnow())
+            if not ledger.move_gtt(session, gtt, GttEvent.SUBMIT, submitted_at=ledger.utcnow()):
+                return
             gtt_id = gtt.id
         self.submit_gtt(gtt_id, intent.ts_ms)
 
     def _asked_stop(self, session: Session, intent: PlaceGtt) -> int:
         """The highest stop already asked for this leg by ModifyGtt intents seen before PlaceGtt."""
-        asked = intent.trigger
-        for row in session.scalars(select(Intent).where(Intent.type == "ModifyGtt")):
-            body = row.payload
-            if body.get("ladder_id") == intent.ladder_id and body.get("leg") == intent.leg:
-                asked = max(asked, int(body["trigger"]))
-        return asked
+        asked = session.scalars(
+            select(Intent.payload["trigger"].as_integer()).where(
+                Intent.type == "ModifyGtt",
+                Intent.payload["ladder_id"].as_string() == intent.ladder_id,
+                Intent.payload["leg"].as_integer() == intent.leg,
+            )
+        ).all()
+        return max([intent.trigger, *asked])
 
     def submit_gtt(self, gtt_id: int, ts_ms: int) -> None:
         with self.sessions() as session:
@@ -535,6 +546,31 @@ class Execution:
                         msg_id=f"{gtt.ladder_id}:{gtt.leg}:stop@{to_paise(desired)}",
                         ts_ms=ts,
                     )
+
+    def fallback_exit(self, gtt: Gtt, qty: int, child: BrokerOrder | None, ts_ms: int) -> None:
+        """Exit at market (market-protected) after a triggered GTT's limit order failed."""
+        intent = ExitLeg(
+            intent_id=f"{gtt.intent_id}:fallback-exit",
+            strategy="execution",
+            exchange=gtt.exchange,
+            symbol=gtt.symbol,
+            ladder_id=gtt.ladder_id,
+            leg=gtt.leg,
+            ts_ms=ts_ms,
+            qty=qty,
+            ref_price=to_paise(gtt.trigger_price),
+            reason=ExitReason.GTT_UNFILLED,
+        )
+        order_id = self._record_order(intent, "SELL", qty, intent.ref_price, False)
+        with self.sessions.begin() as session:
+            status = child.status if child is not None else "missing"
+            ledger.raise_alert(
+                session, AlertLevel.CRITICAL, "gtt_child_unfilled",
+                f"the stop of {gtt.symbol} leg {gtt.leg} triggered but its limit order is {status}; "
+                f"exiting {qty} at market",
+                ts_ms=ts_ms, symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=intent.intent_id,
+            )
+        self._guard_and_submit(order_id, ts_ms)
 
     def record_gtt_exit(self, gtt_id: int, exit_order: BrokerOrder, ts_ms: int) -> None:
         """A GTT triggered and its sell order filled: the leg is closed."""

@@ -17,7 +17,14 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from services.execution import ledger
-from services.execution.brokers.base import BrokerError, BrokerGtt, GttStatus
+from services.execution.brokers.base import (
+    BrokerError,
+    BrokerGtt,
+    BrokerOrder,
+    BrokerOrderStatus,
+    BrokerRejected,
+    GttStatus,
+)
 from services.execution.processor import Execution
 from services.execution.states import GttEvent, GttState, OrderEvent, OrderState
 from shared.bus.publisher import OutboxRelay
@@ -171,8 +178,31 @@ class Reconciler:
                     ts_ms=ts_ms,
                 )
         child = self.broker.order(at_broker.triggered_order_id) if at_broker.triggered_order_id else None
-        if child is not None and child.filled_qty > 0:
+        if child is not None and child.status == BrokerOrderStatus.COMPLETE:
             self.execution.record_gtt_exit(gtt_id, child, ts_ms)
+            return
+        self._follow_child(gtt_id, child, ts_ms)
+
+    def _follow_child(self, gtt_id: int, child: BrokerOrder | None, ts_ms: int) -> None:
+        """A triggered GTT places a LIMIT sell that may not fill (a gap, a circuit, no
+        authorisation for the sale). Rejected, or still open after the timeout: cancel what is
+        left and exit at market, with an alert. A leg is never left open without protection."""
+        with self.sessions() as session:
+            gtt = session.get(Gtt, gtt_id)
+        if gtt is None or gtt.state != GttState.TRIGGERED:
+            return
+        timeout = timedelta(seconds=self.execution.settings.execution.gtt_child_timeout_s)
+        failed = child is None or child.status in (BrokerOrderStatus.REJECTED, BrokerOrderStatus.CANCELLED)
+        if not failed and ledger.utcnow() - gtt.updated_at < timeout:
+            return  # give the limit order its time
+        if child is not None and child.status == BrokerOrderStatus.OPEN:
+            try:
+                self.broker.cancel_order(child.order_id)
+            except BrokerRejected:
+                return  # it filled meanwhile: the next pass records the exit
+        remaining = gtt.qty - (child.filled_qty if child is not None else 0)
+        if remaining > 0:
+            self.execution.fallback_exit(gtt, remaining, child, ts_ms)
 
     def triggered_by_tick(self, trigger_ids: list[str], ts_ms: int) -> None:
         """The paper broker fired these GTTs on a tick: record them at once."""

@@ -223,7 +223,9 @@ class PaperBroker(BrokerInterface):
             if claimed is None:
                 return False
             exchange, symbol, qty = claimed
-            self._take_holding(session, exchange, symbol, qty)
+            fills = self._child_fills(symbol, fill)
+            if fills:
+                self._take_holding(session, exchange, symbol, qty)
             session.add(
                 PaperOrder(
                     order_id=_order_id(),
@@ -235,12 +237,17 @@ class PaperBroker(BrokerInterface):
                     order_type="LIMIT",
                     product="CNC",
                     price=to_rupees(fill),
-                    status=BrokerOrderStatus.COMPLETE,
-                    filled_qty=qty,
-                    average_price=to_rupees(fill),
+                    status=BrokerOrderStatus.COMPLETE if fills else BrokerOrderStatus.OPEN,
+                    filled_qty=qty if fills else 0,
+                    average_price=to_rupees(fill) if fills else None,
                     gtt_trigger_id=str(trigger_id),
                 )
             )
+        return True
+
+    def _child_fills(self, symbol: str, price: int) -> bool:
+        """Whether a triggered GTT's limit order fills at once. The paper market always fills;
+        fault tests override this to leave the order open, as a gap or a circuit would."""
         return True
 
     # --- holdings ------------------------------------------------------------------------------
