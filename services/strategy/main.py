@@ -22,7 +22,7 @@ from shared.domain.ladder import StrategyParams
 from shared.domain.money import to_paise
 from shared.domain.session import SessionRules
 from shared.runtime import ServiceRuntime
-from shared.store.models import Instrument, Ohlcv
+from shared.store.models import AuditEntry, Instrument, Ohlcv
 
 NAME = "strategy"
 
@@ -60,6 +60,19 @@ def known_symbols(sessions: sessionmaker[Session]) -> list[str]:
         return list(session.scalars(select(Instrument.tradingsymbol)))
 
 
+def strategy_enabled(sessions: sessionmaker[Session]) -> bool:
+    """Start/stop survives a restart: the api records each command in the audit log, the same
+    record its `GET /strategy` reads."""
+    with sessions() as session:
+        last = session.scalars(
+            select(AuditEntry.action)
+            .where(AuditEntry.action.in_(("strategy.start", "strategy.stop")))
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        ).first()
+    return last != "strategy.stop"
+
+
 def wait_for_feed(client: redis.Redis, runtime: ServiceRuntime) -> None:
     """Marketdata writes the instruments and their history before its feed starts beating:
     warming the EMAs any earlier would warm them on a partial history."""
@@ -83,6 +96,7 @@ def main(settings: Settings) -> None:
                               instrument_loader(sessions, settings, rules),
                               resend_after_s=settings.execution.intent_resend_s)
     wait_for_feed(client, runtime)
+    service.enabled = strategy_enabled(sessions)
     service.restore(known_symbols(sessions))
     relay = OutboxRelay(sessions, Publisher(client, NAME), NAME)
     consumer_name = f"{NAME}-{settings.replica}"

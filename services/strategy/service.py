@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.strategy import persistence
@@ -216,10 +217,7 @@ class StrategyService:
         elif isinstance(payload, StrategyStart):
             self.enabled = True
         elif isinstance(payload, ParamsChanged) and payload.section == "strategy":
-            merged = StrategySettings(**{**self.settings.model_dump(), **payload.values})
-            self.engine.set_params(StrategyParams.from_settings(merged))
-            self.settings = merged
-            log.info("strategy settings applied", extra={"by": payload.by, "values": payload.values})
+            self.apply_params(payload)
         elif isinstance(payload, Flatten):
             for ladder in self.engine.ladders():
                 self._exit_ladder(ladder, ExitReason.FLATTEN)
@@ -227,6 +225,22 @@ class StrategyService:
             ladder = self.engine.ladder(payload.ladder_id)
             if ladder is not None:
                 self._exit_ladder(ladder, ExitReason.MANUAL, only_leg=payload.leg)
+
+    def apply_params(self, change: ParamsChanged) -> None:
+        """New settings at run time: new legs use them; open legs keep their stop %. A change
+        the engine cannot take while running (the EMA periods) is refused and logged."""
+        values: dict[str, object] = dict(change.values)
+        if isinstance(values.get("ema_periods"), str):
+            values["ema_periods"] = tuple(int(p) for p in str(values["ema_periods"]).split(","))
+        try:
+            merged = StrategySettings(**{**self.settings.model_dump(), **values})
+            self.engine.set_params(StrategyParams.from_settings(merged))
+        except (ValidationError, ValueError) as exc:
+            log.error("strategy settings refused", extra={"by": change.by, "values": change.values,
+                                                           "error": str(exc)})
+            return
+        self.settings = merged
+        log.info("strategy settings applied", extra={"by": change.by, "values": change.values})
 
     def _exit_ladder(self, ladder: Ladder, reason: ExitReason, only_leg: int | None = None) -> None:
         intents: list[Payload] = []

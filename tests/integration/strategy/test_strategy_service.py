@@ -81,3 +81,16 @@ def test_sweep_alerts_on_a_missed_stop_only_when_it_persists(sessions, redis_cli
     with sessions() as session:
         codes = sorted(a.code for a in session.scalars(select(AlertRecord)))
     assert codes == ["gtt_missing", "stop_not_triggered"]
+
+
+def test_settings_change_applies_at_run_time_and_a_bad_one_is_refused(sessions) -> None:
+    from shared.contracts.messages import ParamsChanged
+
+    svc = service(sessions)
+    svc.apply_params(ParamsChanged(section="strategy", values={"capital_per_position": "6000"}, by="admin"))
+    assert svc.engine.params.capital_per_position_paise == 600_000
+    svc.apply_params(ParamsChanged(section="strategy", values={"ema_periods": "9,21,50,100"}, by="admin"))
+    svc.apply_params(ParamsChanged(section="strategy", values={"p1_stop_pct": "70"}, by="admin"))
+    assert svc.engine.params.ema_periods == (9, 21, 50, 200)  # EMA periods cannot change live
+    assert svc.engine.params.p1_stop_s == 25_000  # out of (0, 50]: refused
+    assert svc.settings.capital_per_position == 6000
