@@ -41,7 +41,7 @@ class BackfillError(RuntimeError):
 
 def kite_client(settings: Any, access_token: str | None, request_token: str | None) -> Any:
     """A KiteConnect client at ``settings.kite_root`` with a session."""
-    from kiteconnect import KiteConnect
+    from kiteconnect import KiteConnect  # type: ignore[import-untyped]
 
     kite = KiteConnect(settings.kite_api_key, root=settings.kite_root, timeout=15)
     if request_token:
@@ -129,7 +129,7 @@ class Backfill:
     # --- fetching --------------------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from kiteconnect import exceptions as kex
+        from kiteconnect import exceptions as kex  # type: ignore[import-untyped]
 
         for attempt in range(self.retries + 1):
             self.pacer.wait()
@@ -168,7 +168,8 @@ class Backfill:
         emas = self._warm(symbol, rows[0][0])
         values = []
         for ts, c in rows:
-            ema = emas.update(float(Decimal(str(c["close"])) * 100)) if emas is not None else (None,) * 4
+            close = float(Decimal(str(c["close"])) * 100)
+            ema = emas.update(close) if emas is not None else (None,) * 4
             values.append({
                 "exchange": self.exchange, "symbol": symbol, "timeframe": self.timeframe,
                 "ts": ts, "open": Decimal(str(c["open"])), "high": Decimal(str(c["high"])),

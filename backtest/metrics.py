@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from backtest.core import BacktestResult, LegResult
@@ -27,7 +28,7 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-def drawdowns(values: list[float]) -> list[float]:
+def drawdowns(values: Sequence[float]) -> list[float]:
     """Drawdown after each point as a fraction of the running peak (0 at a new high)."""
     out = []
     peak = -math.inf
@@ -37,7 +38,7 @@ def drawdowns(values: list[float]) -> list[float]:
     return out
 
 
-def daily_values(step_ms: list[int], values: list[float]) -> list[float]:
+def daily_values(step_ms: Sequence[int], values: Sequence[float]) -> list[float]:
     """The value at the last step of each IST calendar day."""
     out: list[float] = []
     last_day = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from backtest.bars import BarSeries
 from backtest.core import run_backtest
@@ -27,7 +27,7 @@ from shared.domain.ladder import StrategyParams
 from shared.domain.risk import RiskLimits
 from shared.domain.session import SessionRules
 
-SECTIONS = {"strategy": StrategySettings, "risk": RiskSettings}
+SECTIONS: dict[str, type[BaseModel]] = {"strategy": StrategySettings, "risk": RiskSettings}
 SWEEP_COLUMNS = ("trades", "ladders", "win_rate", "total_pnl", "total_return_pct",
                  "annualised_return_pct", "sharpe", "max_drawdown_pct", "exposure_pct",
                  "profit_factor", "avg_pnl_pct")
@@ -91,7 +91,7 @@ def grid(axes: Sequence[Axis]) -> list[dict[str, str]]:
             for combo in itertools.product(*(a.values for a in axes))]
 
 
-# --- running ---------------------------------------------------------------------------------------
+# --- running -------------------------------------------------------------------------------
 
 _JOB: dict[str, Any] = {}  # the bars and base settings, inherited by forked workers
 

@@ -21,7 +21,10 @@ class BarTick(NamedTuple):
     is_bar_open: bool
 
 
-def tick_path(bar: Bar) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+TickPath = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+def tick_path(bar: Bar) -> TickPath:
     """The four (ts_ms, price) of a bar, in the §9 order (the first is the open)."""
     start = bar.start_ms
     step = (bar.end_ms - start) // 4
