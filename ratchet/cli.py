@@ -23,6 +23,7 @@ keys_app = typer.Typer(help="API keys for programs (viewer, trader, admin).", no
 users_app = typer.Typer(help="People who log in to the dashboard.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+app.add_typer(importlib.import_module("ratchet.kite_cli").kite_app, name="kite")
 
 SERVICE_NAMES = ("marketdata", "strategy", "execution", "api")
 

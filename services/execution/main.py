@@ -7,9 +7,18 @@ from services.execution.brokers.paper import PaperBroker
 from services.execution.budget import OrderBudget
 from services.execution.control import ControlHandler
 from services.execution.faults import FaultPoints
+from services.execution.kite_orders import (
+    AccountCheck,
+    GttFollower,
+    KiteConnections,
+    OrderUpdates,
+    connect_kite,
+    start_order_updates,
+)
 from services.execution.processor import Execution
 from services.execution.reconciler import Reconciler, wait_until_reconciled
 from services.execution.ticks import PaperMarket
+from shared.broker_tokens import TokenKeyMissing
 from shared.bus.consumer import StreamConsumer
 from shared.bus.publisher import OutboxRelay, Publisher
 from shared.config import BrokerKind, Settings
@@ -21,9 +30,25 @@ NAME = "execution"
 
 
 def build_broker(settings: Settings, runtime: ServiceRuntime) -> BrokerInterface:
-    if settings.broker == BrokerKind.PAPER:
-        return PaperBroker(runtime.sessions())
-    raise SystemExit("the kite broker is not available yet; use RATCHET_BROKER=paper")
+    if settings.broker == BrokerKind.KITE:
+        return connect_kite(settings, runtime.sessions()).broker
+    return PaperBroker(runtime.sessions())
+
+
+def start_kite(runtime: ServiceRuntime, settings: Settings, kite: KiteConnections,
+               execution: Execution, reconciler: Reconciler) -> None:
+    """Order updates from execution's own ticker connection (polling stays the fallback), the
+    triggered GTTs followed to their exit, the token watched, the account checked now and every
+    minute."""
+    follower = GttFollower(reconciler, execution.sessions, kite.broker)
+    updates = OrderUpdates(execution, follower)
+    start_order_updates(kite, settings, updates)
+    runtime.spawn("order-updates", updates.run)
+    runtime.every("token", 10.0, kite.watch.check)
+    runtime.every("gtt-follow", 1.0, follower.run_once)
+    account = AccountCheck(kite.broker, execution.sessions)
+    account.run_once()
+    runtime.every("account", settings.execution.reconcile_seconds, account.run_once)
 
 
 def main(settings: Settings) -> None:
@@ -31,7 +56,13 @@ def main(settings: Settings) -> None:
     runtime.install_signals()
     client = runtime.redis()
     sessions = runtime.sessions()
-    broker = build_broker(settings, runtime)
+    kite: KiteConnections | None = None
+    if settings.broker == BrokerKind.KITE:
+        try:
+            kite = connect_kite(settings, sessions)
+        except TokenKeyMissing as exc:
+            raise SystemExit(f"execution: {exc}") from None
+    broker = kite.broker if kite is not None else build_broker(settings, runtime)
     ex = settings.execution
     budget = OrderBudget(client, ex.orders_per_second, ex.orders_per_minute, ex.orders_per_day)
     rules = SessionRules(
@@ -41,6 +72,8 @@ def main(settings: Settings) -> None:
     execution = Execution(sessions, broker, budget, settings, rules, FaultPoints.from_env())
     relay = OutboxRelay(sessions, Publisher(client, NAME), NAME)
     reconciler = Reconciler(execution, relay)
+    if kite is not None:
+        start_kite(runtime, settings, kite, execution, reconciler)
     wait_until_reconciled(reconciler)
 
     consumer_name = f"{NAME}-{settings.replica}"

@@ -338,3 +338,19 @@ class PaperHolding(Base):
     symbol: Mapped[str] = mapped_column(String(40), primary_key=True)
     qty: Mapped[int] = mapped_column(Integer)
     average_price: Mapped[Decimal] = mapped_column(Price)
+
+
+class BrokerToken(Base):
+    """A broker's access token, encrypted at rest (Fernet, key from the environment): written by
+    ``ratchet kite login``, read by marketdata and execution. One row per broker and API key."""
+
+    __tablename__ = "broker_tokens"
+    broker: Mapped[str] = mapped_column(String(20), primary_key=True)
+    api_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(40))
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    login_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
