@@ -15,11 +15,11 @@ most one new leg); then each bar's close — ``engine.on_bar`` (EMAs, the signal
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from backtest.bars import BarSeries
-from backtest.ticks import tick_path
+from backtest.ticks import bar_steps, tick_path
 from shared.domain.candles import Bar
 from shared.domain.engine import MomentumEngine, exit_for_tick
 from shared.domain.ladder import EnterLeg, Ladder, Leg, LegState, RaiseStop, StrategyParams
@@ -200,30 +200,6 @@ def _window(series: BarSeries, start_ms: int | None, end_ms: int | None) -> tupl
     return traded, end
 
 
-def _steps(order: Sequence[str], spans: Mapping[str, tuple[int, int]],
-           series: Mapping[str, BarSeries]) -> Iterator[tuple[int, list[tuple[str, int]]]]:
-    """(bar start, [(symbol, bar index)…]) in time order, symbols alphabetical within a time."""
-    if len(order) == 1:
-        sym = order[0]
-        bars = series[sym].bars
-        lo, hi = spans[sym]
-        for i in range(lo, hi):
-            yield bars[i].start_ms, [(sym, i)]
-        return
-    events = sorted((series[s].bars[i].start_ms, s, i)
-                    for s in order for i in range(*spans[s]))
-    group: list[tuple[str, int]] = []
-    current: int | None = None
-    for start, sym, i in events:
-        if start != current:
-            if group:
-                yield current, group  # type: ignore[misc]
-            group, current = [], start
-        group.append((sym, i))
-    if group:
-        yield current, group  # type: ignore[misc]
-
-
 def run_backtest(
     series: Mapping[str, BarSeries] | Sequence[BarSeries],
     params: StrategyParams,
@@ -265,8 +241,7 @@ def run_backtest(
         traded_from[sym] = traded
         spans[sym] = (traded, hi)
         last_index[sym] = hi - 1
-    order = list(series)
-    capital = capital_paise or default_capital(params, limits, len(order))
+    capital = capital_paise or default_capital(params, limits, len(series))
     total = sum(hi - lo for lo, hi in spans.values())
     step_ms: list[int] = []
     equity: list[int] = []
@@ -277,15 +252,14 @@ def run_backtest(
     active_ladder = engine.active_ladder
     on_bar = engine.on_bar
     emas_of = engine.emas
-    for _start, group in _steps(order, spans, series):
+    bars_of = {sym: s.bars for sym, s in series.items()}
+    for _start, group in bar_steps(bars_of, spans):
         was_exposed = state.open_legs > 0
-        # 1. the bars' ticks, tick k of every symbol before tick k + 1
-        active = []
-        for sym, i in group:
-            ladder = active_ladder(sym)
-            if ladder is not None:
-                active.append((sym, i, tick_path(series[sym].bars[i])))
-        if active:
+        # 1. the bars' ticks, tick k of every symbol before tick k + 1 (entries fill at once,
+        # so a ladder exists only while a leg is open)
+        if was_exposed:
+            active = [(sym, i, tick_path(bars_of[sym][i])) for sym, i in group
+                      if active_ladder(sym) is not None]
             for k in range(4):
                 for sym, i, path in active:
                     ladder = active_ladder(sym)
@@ -295,7 +269,7 @@ def run_backtest(
         # 2. the bars' closes: EMAs, the signal, P1 at the close
         end = 0
         for sym, i in group:
-            bar = series[sym].bars[i]
+            bar = bars_of[sym][i]
             decisions = on_bar(sym, bar)
             if decisions:
                 for d in decisions:
