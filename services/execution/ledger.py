@@ -149,8 +149,14 @@ def clear_halts(session: Session, by: str, kinds: tuple[str, ...] | None = None)
     return session.execute(stmt.values(active=False, cleared_at=utcnow(), cleared_by=by)).rowcount
 
 
-def risk_state(session: Session, today_start: datetime, exclude_order_id: int | None) -> RiskState:
-    """The current risk picture from execution's own records."""
+def risk_state(
+    session: Session,
+    today_start: datetime,
+    exclude_order_id: int | None,
+    exclude_gtt_id: int | None = None,
+) -> RiskState:
+    """The current risk picture from execution's own records, not counting the order or GTT
+    being checked."""
     open_buys = select(Order).where(
         Order.side == "BUY",
         Order.state.not_in([OrderState.REJECTED, OrderState.CANCELLED]),
@@ -168,7 +174,9 @@ def risk_state(session: Session, today_start: datetime, exclude_order_id: int | 
         )
     )
     active_gtts = session.scalar(
-        select(func.count()).select_from(Gtt).where(Gtt.state.in_(list(GTT_LIVE)))
+        select(func.count()).select_from(Gtt).where(
+            Gtt.state.in_(list(GTT_LIVE)), Gtt.id != (exclude_gtt_id or -1)
+        )
     )
     live_keys = {
         f"{o.ladder_id}:{o.leg}:{o.side}"
@@ -202,8 +210,11 @@ def buy_order_of_leg(session: Session, ladder_id: str, leg: int) -> Order | None
     ).first()
 
 
-def close_leg(session: Session, ladder_id: str, leg: int, exit_price: int) -> Order | None:
-    """Mark the leg's entry order closed with its realised PnL; None if it was closed already."""
+def close_leg(
+    session: Session, ladder_id: str, leg: int, exit_price: int, ts_ms: int
+) -> Order | None:
+    """Mark the leg's entry order closed at event time ``ts_ms`` with its realised PnL; None if
+    it was closed already. Event time, so that "today's loss" follows the market's day."""
     buy = buy_order_of_leg(session, ladder_id, leg)
     if buy is None or buy.leg_closed_at is not None:
         return None
@@ -212,7 +223,7 @@ def close_leg(session: Session, ladder_id: str, leg: int, exit_price: int) -> Or
     done = session.execute(
         update(Order)
         .where(Order.id == buy.id, Order.leg_closed_at.is_(None))
-        .values(leg_closed_at=utcnow(), realised_pnl=pnl)
+        .values(leg_closed_at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC), realised_pnl=pnl)
     ).rowcount
     return buy if done else None
 

@@ -52,7 +52,7 @@ from shared.contracts.messages import (
     PlaceOrder,
 )
 from shared.domain.money import price_below, scale_pct, to_paise, to_rupees
-from shared.domain.risk import OrderCheck, RiskLimits, check_gtt_create, check_order
+from shared.domain.risk import OrderCheck, RiskLimits, RiskState, check_gtt_create, check_order
 from shared.domain.session import SessionRules, ist_ordinal
 from shared.store.models import Gtt, Instrument, Intent, Order
 
@@ -137,26 +137,30 @@ class Execution:
         self._guard_and_submit(order_id, intent.ts_ms)
 
     def exit_leg(self, intent: ExitLeg) -> None:
-        """Sell a leg now: first take its GTT down (confirmed), then sell at market."""
+        """Sell a leg now: first take its GTT down (confirmed), then sell at market. The exit is
+        durable once recorded; if the GTT is not confirmed gone yet, the reconciler carries on."""
         order_id = self._record_order(intent, "SELL", intent.qty, intent.ref_price, False)
+        self.continue_exit(order_id, intent.ts_ms)
+
+    def continue_exit(self, order_id: int, ts_ms: int) -> None:
+        """Advance a recorded (NEW) exit: GTT down first, then the sale; idempotent."""
         with self.sessions.begin() as session:
-            gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
+            order = session.get(Order, order_id)
+            if order is None or order.state != OrderState.NEW:
+                return
+            gtt = ledger.gtt_of_leg(session, order.ladder_id, order.leg)
             if gtt is not None and gtt.state == GttState.TRIGGERED:
-                order = session.get(Order, order_id)
-                if order is not None and order.state == OrderState.NEW:
-                    ledger.move_order(session, order, OrderEvent.REJECT, reason="leg already closed by its GTT")
+                ledger.move_order(session, order, OrderEvent.REJECT, reason="leg already closed by its GTT")
                 return
             if gtt is not None and not gtt.delete_requested:
                 gtt.delete_requested = True
-        if gtt is not None:
-            self.sync_gtt(gtt.id)
+        if gtt is not None and gtt.state not in (GttState.DELETED, GttState.REJECTED):
+            self.sync_gtt(gtt.id, ts_ms)
             with self.sessions() as session:
-                gtt = session.get(Gtt, gtt.id)
-                if gtt is not None and gtt.state in (GttState.ACTIVE, GttState.SUBMITTED, GttState.UNKNOWN):
-                    raise BrokerUnavailable(f"GTT of {intent.ladder_id}:{intent.leg} not yet deleted")
-                if gtt is not None and gtt.state == GttState.TRIGGERED:
-                    return
-        self._guard_and_submit(order_id, intent.ts_ms)
+                state = session.get(Gtt, gtt.id).state  # type: ignore[union-attr]
+            if state not in (GttState.DELETED, GttState.REJECTED):
+                return  # not confirmed gone (or it just triggered): the reconciler continues
+        self._guard_and_submit(order_id, ts_ms)
 
     def _record_order(
         self, intent: PlaceOrder | ExitLeg, side: str, qty: int, ref_price: int, adds_risk: bool
@@ -204,6 +208,7 @@ class Execution:
         info = self.instrument(order.exchange, order.symbol)
         state = ledger.risk_state(session, self._today_start(ts_ms), order.id)
         state.market_open = self.rules.in_session(ts_ms)
+        self._daily_loss_halt(session, state.realised_loss_today_paise, state)
         check = OrderCheck(
             symbol=order.symbol,
             leg_key=f"{order.ladder_id}:{order.leg}:{order.side}",
@@ -217,6 +222,20 @@ class Execution:
         )
         reason = check_order(check, state, self.limits())
         return reason.value if reason is not None else None
+
+    def _daily_loss_halt(self, session: Session, loss_paise: int, state: RiskState) -> None:
+        """The day's realised loss at its limit halts new risk (recorded, so people see who and
+        why); once the day's loss is back within the limit (a new day) the halt lifts itself."""
+        limit = self.limits().daily_loss_limit_paise
+        if loss_paise >= limit:
+            ledger.halt(session, "daily_loss",
+                        f"realised loss today ₹{to_rupees(loss_paise)} reached the limit ₹{to_rupees(limit)}",
+                        "execution")
+            state.halted = True
+        elif ledger.clear_halts(session, "execution: loss back within the limit", ("daily_loss",)):
+            halt_row = ledger.active_halt(session)
+            state.halted = halt_row is not None
+            state.halt_reason = halt_row.reason if halt_row else None
 
     def submit(self, order_id: int, ts_ms: int) -> None:
         """The broker call for a SUBMITTED order, then the record of its answer."""
@@ -325,7 +344,7 @@ class Execution:
             ts_ms=ts_ms,
         )
         if order.side == "SELL":
-            buy = ledger.close_leg(session, order.ladder_id, order.leg, price)
+            buy = ledger.close_leg(session, order.ladder_id, order.leg, price, ts_ms)
             if buy is not None:
                 payload = session.get(Intent, order.intent_id)
                 reason = (payload.payload or {}).get("reason", "manual") if payload else "manual"
@@ -340,6 +359,8 @@ class Execution:
     def _emit_rejected(
         self, session: Session, order: Order, reason: str, guard: str | None, ts_ms: int
     ) -> None:
+        ledger.audit(session, "order.rejected", "order", order.intent_id,
+                     {"reason": reason, "guard": guard, "side": order.side, "qty": order.qty})
         ledger.emit(
             session,
             OrderRejected(**self._leg(order, ts_ms), reason=reason, guard=guard),
@@ -398,7 +419,7 @@ class Execution:
             session.refresh(gtt, with_for_update=True)  # one replica at a time past this point
             if gtt.state != GttState.NEW:
                 return
-            state = ledger.risk_state(session, self._today_start(intent.ts_ms), None)
+            state = ledger.risk_state(session, self._today_start(intent.ts_ms), None, gtt.id)
             reason = check_gtt_create(state, self.limits())
             if reason is not None:
                 ledger.move_gtt(session, gtt, GttEvent.REJECT, reason=reason.value)
@@ -581,7 +602,7 @@ class Execution:
             if gtt.state == GttState.ACTIVE:
                 ledger.move_gtt(session, gtt, GttEvent.TRIGGER)
             price = exit_order.average_price or to_paise(gtt.trigger_price)
-            if ledger.close_leg(session, gtt.ladder_id, gtt.leg, price) is None:
+            if ledger.close_leg(session, gtt.ladder_id, gtt.leg, price, ts_ms) is None:
                 return
             is_target = gtt.target_price is not None and price >= to_paise(gtt.target_price)
             ledger.emit(

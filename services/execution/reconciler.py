@@ -45,18 +45,28 @@ class Reconciler:
     def now_ms(self) -> int:
         return int(self.execution.clock() * 1000)
 
-    def run_once(self) -> None:
+    def run_once(self) -> bool:
+        """One pass; True when the broker answered. While it cannot be reconciled, new risk is
+        halted (kind ``reconciliation``) and nothing is assumed cancelled or filled."""
         try:
             self.settle_orders()
             self.settle_gtts()
         except BrokerError as exc:
-            log.warning("reconciliation deferred: broker unavailable", extra={"error": str(exc)})
+            log.warning("reconciliation failed: broker unavailable", extra={"error": str(exc)})
+            with self.sessions.begin() as session:
+                ledger.halt(session, "reconciliation", f"reconciliation failed: {exc}", "execution")
+            return False
+        else:
+            with self.sessions.begin() as session:
+                ledger.clear_halts(session, "execution: reconciled", ("reconciliation",))
+            return True
         finally:
             self.relay.flush()
 
     # --- orders --------------------------------------------------------------------------------
 
     def settle_orders(self) -> None:
+        self.continue_exits()
         settle = timedelta(seconds=self.execution.settings.execution.unknown_settle_s)
         with self.sessions() as session:
             pending = list(
@@ -80,6 +90,15 @@ class Reconciler:
             if ledger.utcnow() - submitted < settle:
                 continue
             self._resubmit(order)
+
+    def continue_exits(self) -> None:
+        """Exits recorded but not yet sent (waiting for their GTT to be confirmed gone)."""
+        with self.sessions() as session:
+            waiting = session.scalars(
+                select(Order.id).where(Order.state == OrderState.NEW, Order.adds_risk.is_(False))
+            ).all()
+        for order_id in waiting:
+            self.execution.continue_exit(order_id, self.now_ms())
 
     def _resubmit(self, order: Order) -> None:
         """Not found at the broker after the settle window: it was never placed. Send it now —
@@ -127,6 +146,9 @@ class Reconciler:
                 with self.sessions.begin() as session:
                     row = session.get(Gtt, gtt.id, with_for_update=True)
                     if row is None or row.state not in (GttState.SUBMITTED, GttState.UNKNOWN):
+                        continue
+                    if row.delete_requested:  # never placed, and its leg is exiting: done
+                        ledger.move_gtt(session, row, GttEvent.DELETE)
                         continue
                     ledger.move_gtt(session, row, GttEvent.RESUBMIT, submitted_at=ledger.utcnow())
                 self.execution.submit_gtt(gtt.id, self.now_ms())

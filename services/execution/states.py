@@ -80,7 +80,9 @@ GTT_TRANSITIONS: dict[tuple[GttState, GttEvent], GttState] = {
     (GttState.SUBMITTED, GttEvent.REJECT): GttState.REJECTED,
     (GttState.SUBMITTED, GttEvent.LOSE): GttState.UNKNOWN,
     (GttState.SUBMITTED, GttEvent.RESUBMIT): GttState.SUBMITTED,
+    (GttState.SUBMITTED, GttEvent.DELETE): GttState.DELETED,  # not found, and no longer wanted
     (GttState.UNKNOWN, GttEvent.PLACE): GttState.ACTIVE,
+    (GttState.UNKNOWN, GttEvent.DELETE): GttState.DELETED,
     (GttState.UNKNOWN, GttEvent.RESUBMIT): GttState.SUBMITTED,
     (GttState.ACTIVE, GttEvent.TRIGGER): GttState.TRIGGERED,
     (GttState.ACTIVE, GttEvent.DELETE): GttState.DELETED,

@@ -9,6 +9,7 @@ one live GTT per open leg.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import redis
@@ -114,13 +115,10 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
             legs = self._open_legs()
             if legs:
                 order = data.draw(st.sampled_from(legs))
-                try:
-                    self.execution.exit_leg(ExitLeg(
-                        intent_id=f"m:{order.ladder_id}:1:exit", strategy="m", exchange="NSE",
-                        symbol=order.symbol, ladder_id=order.ladder_id, leg=1, ts_ms=TS,
-                        qty=order.filled_qty, ref_price=PRICE))
-                except Exception as exc:  # a GTT not yet confirmed gone: the message is retried
-                    assert "not yet deleted" in str(exc)
+                self.execution.exit_leg(ExitLeg(
+                    intent_id=f"m:{order.ladder_id}:1:exit", strategy="m", exchange="NSE",
+                    symbol=order.symbol, ladder_id=order.ladder_id, leg=1, ts_ms=TS,
+                    qty=order.filled_qty, ref_price=PRICE))
 
         # --- invariants ----------------------------------------------------------------------
 
@@ -153,14 +151,16 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
 
         @invariant()
         def at_most_one_live_gtt_per_leg_and_none_for_closed(self) -> None:
-            live = self._live_gtts_by_leg()
+            live = self._live_gtts_by_leg(settled=False)
             assert all(n == 1 for n in live.values()), live
             with sessions() as session:
                 closed = set(session.scalars(select(Order.ladder_id).where(
                     Order.side == "BUY", Order.leg_closed_at.is_not(None))))
             assert not closed & set(live), closed & set(live)
 
-        def _live_gtts_by_leg(self) -> dict[str, int]:
+        def _live_gtts_by_leg(self, settled: bool = True) -> dict[str, int]:
+            """Live GTTs at the broker per leg. Once settled, none may be unknown to execution
+            (mid-flight, one whose answer was lost is not adopted yet)."""
             with sessions() as session:
                 rows = session.execute(select(Gtt.ladder_id).join(
                     PaperGtt, PaperGtt.trigger_id == Gtt.trigger_id.cast(PaperGtt.trigger_id.type)
@@ -168,7 +168,7 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
                 unmatched = session.execute(text(
                     "SELECT count(*) FROM paper_gtts p WHERE p.status = 'active' AND NOT EXISTS "
                     "(SELECT 1 FROM gtts g WHERE g.trigger_id = p.trigger_id::text)")).scalar_one()
-            assert unmatched == 0, "an active GTT at the broker that execution does not know"
+            assert not settled or unmatched == 0, "an active GTT at the broker that execution does not know"
             counts: dict[str, int] = {}
             for (ladder,) in rows:
                 counts[ladder] = counts.get(ladder, 0) + 1
@@ -202,7 +202,9 @@ def test_execution_state_machine(engine: Engine, redis_url: str, database_url: s
     machine = make_machine(engine, make_sessions(engine), client, (redis_url, database_url))
     run_state_machine_as_test(
         machine,
-        settings=settings(max_examples=30, stateful_step_count=25, deadline=None,
+        # CI runs a capped number; RATCHET_PROPERTY_EXAMPLES=500 searches harder.
+        settings=settings(max_examples=int(os.environ.get("RATCHET_PROPERTY_EXAMPLES", "30")),
+                          stateful_step_count=25, deadline=None,
                           suppress_health_check=list(HealthCheck)),
     )
     client.close()
