@@ -116,6 +116,8 @@ def run_sweep(series: dict[str, BarSeries], strategy: StrategySettings, risk: Ri
     combos = grid(axes)
     for combo in combos:  # refuse a bad value before starting anything
         apply_sets(strategy, risk, [f"{k}={v}" for k, v in combo.items()])
+    if progress is not None:
+        progress(0, len(combos))
     _JOB.update(series=series, strategy=strategy, risk=risk, rules=rules, start_ms=start_ms,
                 end_ms=end_ms, capital=capital_paise)
     try:

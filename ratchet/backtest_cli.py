@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -110,6 +110,7 @@ def backtest(
     wanted = _split_symbols(symbols)
     tick_paise = to_paise(Decimal(tick)) if tick else None
     start_ms, end_ms = parse_when(from_), parse_when(to, end=True)
+    loading = time.perf_counter()
     try:
         if data is None or data == "ohlcv":
             if not wanted:
@@ -128,6 +129,8 @@ def backtest(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _check_session(series, rules)
+    typer.echo(f"loaded {sum(len(s) for s in series.values())} bars of {len(series)} symbol(s) "
+               f"in {time.perf_counter() - loading:.1f}s", err=True)
     show = sys.stderr.isatty() if progress is None else progress
     cap = to_paise(Decimal(capital)) if capital else None
     began = time.perf_counter()
@@ -202,7 +205,7 @@ def backfill(
     settings = _settings()
     try:
         first = date.fromisoformat(from_)
-        last = date.fromisoformat(to) if to else (datetime.utcnow() + timedelta(hours=5.5)).date()
+        last = date.fromisoformat(to) if to else (datetime.now(UTC) + timedelta(hours=5.5)).date()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
