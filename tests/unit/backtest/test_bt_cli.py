@@ -110,3 +110,24 @@ def test_axes_and_grid() -> None:
     for spec in ("strategy.nope=1", "p2_trigger_pct=1", "strategy.p2_trigger_pct="):
         with pytest.raises(SettingError):
             parse_axes([spec])
+
+
+def test_shipped_samples_are_the_installed_packages_bars(tmp_path: Path) -> None:
+    from backtest.convert_samples import convert
+
+    for path in convert(tmp_path):
+        assert path.read_bytes() == (SAMPLES / path.name).read_bytes(), path.name
+    goog = read_csv(sample("GOOG"), OFF)
+    eurusd = read_csv(sample("EURUSD"), OFF)
+    assert (len(goog), goog.timeframe_ms) == (2148, 86_400_000)
+    assert (len(eurusd), eurusd.timeframe_ms) == (5000, 3_600_000)
+
+
+def test_symbols_filter_and_missing_data(tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    invoke("backtest", "--data", str(SAMPLES), "--symbols", "EURUSD", "--no-session", "--out",
+           str(out))
+    assert json.loads((out / "summary.json").read_text())["symbols"] == ["EURUSD"]
+    for args in (["--data", str(tmp_path / "nope")], ["--data", str(SAMPLES), "--symbols", "X"]):
+        result = runner.invoke(app, ["backtest", *args, "--no-session", "--out", str(out)])
+        assert result.exit_code == 2, result.output
