@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from backtest.bars import BarSeries
+from backtest.bars import BarSeries, infer_tick, infer_timeframe_ms, ohlcv_stamp
 from backtest.ticks import bar_steps, tick_path
 from shared.domain.candles import Bar
 from shared.domain.engine import MomentumEngine, exit_for_tick
@@ -200,8 +200,28 @@ def _window(series: BarSeries, start_ms: int | None, end_ms: int | None) -> tupl
     return traded, end
 
 
+def as_series(
+    data: Mapping[str, BarSeries] | Mapping[str, Sequence[Bar]] | Sequence[BarSeries],
+) -> dict[str, BarSeries]:
+    """Symbol -> BarSeries, alphabetical; plain bar lists get IST stamps and an inferred tick."""
+    if not isinstance(data, Mapping):
+        data = {s.symbol: s for s in data}
+    out: dict[str, BarSeries] = {}
+    for sym in sorted(data):
+        value = data[sym]
+        if isinstance(value, BarSeries):
+            out[sym] = value
+        else:
+            bars = list(value)
+            starts = [b.start_ms for b in bars]
+            tf = infer_timeframe_ms(starts, bars[0].end_ms - bars[0].start_ms if bars else 1)
+            out[sym] = BarSeries(sym, bars, [ohlcv_stamp(s) for s in starts], "NSE",
+                                 infer_tick(bars), tf)
+    return out
+
+
 def run_backtest(
-    series: Mapping[str, BarSeries] | Sequence[BarSeries],
+    series: Mapping[str, BarSeries] | Mapping[str, Sequence[Bar]] | Sequence[BarSeries],
     params: StrategyParams,
     limits: RiskLimits,
     rules: SessionRules,
@@ -214,13 +234,13 @@ def run_backtest(
 ) -> BacktestResult:
     """Replay the bars through a fresh :class:`MomentumEngine`; legs come back in entry order.
 
+    ``series``: BarSeries by symbol (or a list of them), or plain bar lists by symbol.
+
     Bars starting before ``start_ms`` only warm the indicators; bars after ``end_ms`` are left
     out. With ``rules.enabled`` bars outside the NSE session are skipped as live marketdata
     drops their ticks.
     """
-    if not isinstance(series, Mapping):
-        series = {s.symbol: s for s in series}
-    series = {s: series[s] for s in sorted(series)}
+    series = as_series(series)
     drv = _Driver(params, limits, rules)
     engine = drv.engine
     emas: dict[str, list[tuple[float | None, ...]]] = {}

@@ -84,3 +84,15 @@ def test_caps_apply_across_symbols_in_alphabetical_order() -> None:
     result = run(series("BBB", SIG, bars), series("AAA", SIG, bars), risk={"max_open_legs": 1})
     assert [(r.symbol, r.leg) for r in result.legs] == [("AAA", 1)]
     assert result.rejections == {"max_open_legs": 2}  # BBB's P1, then AAA's P2
+
+
+def test_plain_bar_lists_are_accepted_with_ist_stamps() -> None:
+    from bt_helpers import RULES, params
+
+    from backtest.core import run_backtest
+    from shared.domain.risk import RiskLimits
+
+    bars = series("INFY", SIG, [(100_000, 105_100, 99_900, 104_000)]).bars
+    result = run_backtest({"INFY": bars}, params(), RiskLimits(), RULES)
+    assert rows(result) == [("INFY", 1, "2024-06-04T10:00:00+05:30", 100_000, 10,
+                             "2024-06-04T10:15:00+05:30", 105_000, "target", 50_000)]
