@@ -58,11 +58,12 @@ def kite_client(settings: Any, access_token: str | None, request_token: str | No
 
 
 class Pacer:
-    """At most ``rate`` calls a second: each call starts 1/rate s after the previous one."""
+    """At most ``rate`` calls a second: each call starts ``margin``/rate s after the previous
+    one (5% slack, so network jitter cannot put four calls inside Kite's one-second window)."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.gap = 1.0 / rate
+                 sleep: Callable[[float], None] = time.sleep, margin: float = 1.05) -> None:
+        self.gap = margin / rate
         self.clock, self.sleep = clock, sleep
         self.last = -1e18
 
