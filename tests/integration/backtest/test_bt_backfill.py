@@ -137,3 +137,20 @@ def test_pacer_spaces_calls() -> None:
     for _ in range(4):
         pacer.wait()
     assert slept == pytest.approx([1.05 / 3] * 3)
+
+
+def test_a_rate_limited_or_failed_request_is_retried(env: dict[str, str],
+                                                     sessions: sessionmaker[Session]) -> None:
+    root = env["RATCHET_KITE_ROOT"]
+    for status, error_type in ((429, "NetworkException"), (503, "GeneralException")):
+        r = httpx.post(f"{root}/_sim/faults/http", json={
+            "kind": "error", "count": 1, "status": status, "error_type": error_type,
+            "paths": ["/instruments/historical"]}, timeout=5)
+        assert r.status_code == 200, r.text
+    kite = KiteConnect(KEY, root=root)
+    kite.set_access_token(kite.generate_session("t3", SECRET)["access_token"])
+    job = Backfill(kite, sessions, interval="15minute")
+    added = job.run(["INFY"], date(2024, 12, 2), date(2024, 12, 6))
+    assert added == {"INFY": 125}
+    assert job.requests == 1 + 1 + 2  # instruments, the window, and its two retries
+    httpx.delete(f"{root}/_sim/faults", timeout=5)
