@@ -152,50 +152,54 @@ def clear_halts(session: Session, by: str, kinds: tuple[str, ...] | None = None)
 def risk_state(
     session: Session,
     today_start: datetime,
-    exclude_order_id: int | None,
+    order: Order | None = None,
     exclude_gtt_id: int | None = None,
 ) -> RiskState:
-    """The current risk picture from execution's own records, not counting the order or GTT
-    being checked."""
-    open_buys = select(Order).where(
-        Order.side == "BUY",
-        Order.state.not_in([OrderState.REJECTED, OrderState.CANCELLED]),
-        Order.leg_closed_at.is_(None),
+    """The current risk picture from execution's own records in one query, not counting the
+    order or GTT being checked."""
+    exclude = order.id if order is not None else -1
+    open_buy = (
+        (Order.side == "BUY")
+        & Order.state.not_in([OrderState.REJECTED, OrderState.CANCELLED])
+        & Order.leg_closed_at.is_(None)
+        & (Order.id != exclude)
     )
-    if exclude_order_id is not None:
-        open_buys = open_buys.where(Order.id != exclude_order_id)
-    legs = session.scalars(open_buys).all()
-    deployed = sum(
-        (o.average_price or o.ref_price) * (o.filled_qty or o.qty) for o in legs
-    )
-    realised = session.scalar(
-        select(func.coalesce(func.sum(Order.realised_pnl), 0)).where(
-            Order.leg_closed_at >= today_start
+    legs = select(func.count()).where(open_buy).scalar_subquery()
+    deployed = select(
+        func.coalesce(
+            func.sum(func.coalesce(Order.average_price, Order.ref_price)
+                     * func.coalesce(func.nullif(Order.filled_qty, 0), Order.qty)),
+            0,
         )
-    )
-    active_gtts = session.scalar(
-        select(func.count()).select_from(Gtt).where(
-            Gtt.state.in_(list(GTT_LIVE)), Gtt.id != (exclude_gtt_id or -1)
-        )
-    )
-    live_keys = {
-        f"{o.ladder_id}:{o.leg}:{o.side}"
-        for o in session.scalars(
-            select(Order).where(Order.state.not_in(list(ORDER_TERMINAL)))
-        )
-        if o.id != exclude_order_id
-    }
-    halt_row = active_halt(session)
-    loss = -Decimal(realised) if realised < 0 else Decimal(0)
+    ).where(open_buy).scalar_subquery()
+    realised = select(func.coalesce(func.sum(Order.realised_pnl), 0)).where(
+        Order.leg_closed_at >= today_start
+    ).scalar_subquery()
+    gtts = select(func.count()).select_from(Gtt).where(
+        Gtt.state.in_(list(GTT_LIVE)), Gtt.id != (exclude_gtt_id or -1)
+    ).scalar_subquery()
+    halt = select(HaltRecord.reason).where(HaltRecord.active.is_(True)).order_by(
+        HaltRecord.id).limit(1).scalar_subquery()
+    twin = select(func.count()).where(
+        Order.ladder_id == (order.ladder_id if order else ""),
+        Order.leg == (order.leg if order else 0),
+        Order.side == (order.side if order else ""),
+        Order.state.not_in(list(ORDER_TERMINAL)),
+        Order.id != exclude,
+    ).scalar_subquery()
+    row = session.execute(select(legs, deployed, realised, gtts, halt, twin)).one()
+    n_legs, deployed_rupees, realised_rupees, n_gtts, halt_reason, twins = row
+    loss = -Decimal(realised_rupees) if realised_rupees < 0 else Decimal(0)
+    key = f"{order.ladder_id}:{order.leg}:{order.side}" if order is not None else ""
     return RiskState(
-        halted=halt_row is not None,
-        halt_reason=halt_row.reason if halt_row else None,
+        halted=halt_reason is not None,
+        halt_reason=halt_reason,
         market_open=True,
-        open_legs=len(legs),
-        deployed_paise=to_paise(Decimal(deployed).quantize(Decimal("0.01"))),
+        open_legs=int(n_legs),
+        deployed_paise=to_paise(Decimal(deployed_rupees).quantize(Decimal("0.01"))),
         realised_loss_today_paise=to_paise(loss.quantize(Decimal("0.01"))),
-        active_gtts=int(active_gtts or 0),
-        live_order_keys=live_keys,
+        active_gtts=int(n_gtts),
+        live_order_keys={key} if twins else set(),
     )
 
 

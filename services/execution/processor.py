@@ -133,8 +133,15 @@ class Execution:
     # --- orders --------------------------------------------------------------------------------
 
     def place_order(self, intent: PlaceOrder) -> None:
-        order_id = self._record_order(intent, intent.side.value, intent.qty, intent.ref_price, True)
-        self._guard_and_submit(order_id, intent.ts_ms)
+        """Record the intent, run the guards and commit SUBMITTED in one transaction — all before
+        the broker is called; a redelivered intent finds its row and goes no further."""
+        with self.sessions.begin() as session:
+            order = self._recorded(session, intent, intent.side.value, intent.qty, intent.ref_price, True)
+            submitted = order.state == OrderState.NEW and self._guard(session, order, intent.ts_ms)
+            order_id = order.id
+        if submitted:
+            self.faults.point("after_intent_commit")
+            self.submit(order_id, intent.ts_ms)
 
     def exit_leg(self, intent: ExitLeg) -> None:
         """Sell a leg now: first take its GTT down (confirmed), then sell at market. The exit is
@@ -166,47 +173,62 @@ class Execution:
         self, intent: PlaceOrder | ExitLeg, side: str, qty: int, ref_price: int, adds_risk: bool
     ) -> int:
         with self.sessions.begin() as session:
-            ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
-            order = session.scalars(select(Order).where(Order.intent_id == intent.intent_id)).first()
-            if order is None:
-                order = Order(
-                    intent_id=intent.intent_id,
-                    tag=ledger.order_tag(intent.intent_id),
-                    exchange=intent.exchange,
-                    symbol=intent.symbol,
-                    ladder_id=intent.ladder_id,
-                    leg=intent.leg,
-                    side=side,
-                    qty=qty,
-                    order_type="MARKET",
-                    product="CNC",
-                    ref_price=to_rupees(ref_price),
-                    adds_risk=adds_risk,
-                    state=OrderState.NEW,
-                    history=[],
-                )
-                session.add(order)
-                session.flush()
-                ledger.audit(session, "order.recorded", "order", intent.intent_id, {"side": side, "qty": qty})
-            return order.id
+            return self._recorded(session, intent, side, qty, ref_price, adds_risk).id
+
+    def _recorded(
+        self, session: Session, intent: PlaceOrder | ExitLeg, side: str, qty: int, ref_price: int,
+        adds_risk: bool,
+    ) -> Order:
+        """The order row of an intent (created NEW on first sight), locked for this transaction."""
+        ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
+        order = session.scalars(
+            select(Order).where(Order.intent_id == intent.intent_id).with_for_update()
+        ).first()
+        if order is None:
+            order = Order(
+                intent_id=intent.intent_id,
+                tag=ledger.order_tag(intent.intent_id),
+                exchange=intent.exchange,
+                symbol=intent.symbol,
+                ladder_id=intent.ladder_id,
+                leg=intent.leg,
+                side=side,
+                qty=qty,
+                order_type="MARKET",
+                product="CNC",
+                ref_price=to_rupees(ref_price),
+                adds_risk=adds_risk,
+                state=OrderState.NEW,
+                history=[],
+            )
+            session.add(order)
+            session.flush()
+            ledger.audit(session, "order.recorded", "order", intent.intent_id, {"side": side, "qty": qty})
+        return order
 
     def _guard_and_submit(self, order_id: int, ts_ms: int) -> None:
+        """Guards and the broker call for an order recorded earlier (an exit, a fallback)."""
         with self.sessions.begin() as session:
             order = session.get(Order, order_id, with_for_update=True)
             if order is None or order.state != OrderState.NEW:
                 return  # already past the guards: the reconciler owns it now
-            reason = self._check(session, order, ts_ms)
-            if reason is not None:
-                ledger.move_order(session, order, OrderEvent.REJECT, reason=f"guard: {reason}")
-                self._emit_rejected(session, order, f"guard: {reason}", reason, ts_ms)
-                return
-            ledger.move_order(session, order, OrderEvent.SUBMIT, submitted_at=ledger.utcnow(), attempts=1)
-        self.faults.point("after_intent_commit")
-        self.submit(order_id, ts_ms)
+            submitted = self._guard(session, order, ts_ms)
+        if submitted:
+            self.faults.point("after_intent_commit")
+            self.submit(order_id, ts_ms)
+
+    def _guard(self, session: Session, order: Order, ts_ms: int) -> bool:
+        """Run the guards on a NEW order: REJECTED with its reason, or SUBMITTED."""
+        reason = self._check(session, order, ts_ms)
+        if reason is not None:
+            ledger.move_order(session, order, OrderEvent.REJECT, reason=f"guard: {reason}")
+            self._emit_rejected(session, order, f"guard: {reason}", reason, ts_ms)
+            return False
+        return ledger.move_order(session, order, OrderEvent.SUBMIT, submitted_at=ledger.utcnow(), attempts=1)
 
     def _check(self, session: Session, order: Order, ts_ms: int) -> str | None:
         info = self.instrument(order.exchange, order.symbol)
-        state = ledger.risk_state(session, self._today_start(ts_ms), order.id)
+        state = ledger.risk_state(session, self._today_start(ts_ms), order)
         state.market_open = self.rules.in_session(ts_ms)
         self._daily_loss_halt(session, state.realised_loss_today_paise, state)
         check = OrderCheck(
@@ -232,7 +254,9 @@ class Execution:
                         f"realised loss today ₹{to_rupees(loss_paise)} reached the limit ₹{to_rupees(limit)}",
                         "execution")
             state.halted = True
-        elif ledger.clear_halts(session, "execution: loss back within the limit", ("daily_loss",)):
+        elif state.halted and ledger.clear_halts(
+            session, "execution: loss back within the limit", ("daily_loss",)
+        ):
             halt_row = ledger.active_halt(session)
             state.halted = halt_row is not None
             state.halt_reason = halt_row.reason if halt_row else None
