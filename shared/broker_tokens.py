@@ -157,6 +157,7 @@ class TokenWatch:
         self._refused: str | None = None  # the token Kite refused, until another is stored
         self._warned_for: datetime | None = None
         self._cleared_once = False  # a halt of ours may be left from before a restart
+        self.switch = HaltSwitch(store.sessions, HALT_KIND, service)
 
     @property
     def usable(self) -> bool:
@@ -199,33 +200,60 @@ class TokenWatch:
         message = f"{why}: new entries are halted; {LOGIN_HINT}"
         first = self.problem != message
         self.problem = message
-        with self.store.sessions.begin() as session:
-            active = session.scalars(select(HaltRecord.id).where(
-                HaltRecord.active.is_(True), HaltRecord.kind == HALT_KIND,
-                HaltRecord.by == self.service)).first()
-            if active is None:
-                session.add(HaltRecord(kind=HALT_KIND, reason=message, by=self.service,
-                                       active=True))
-                first = True
-        if first:
+        if self.switch.on(message) or first:
             log.error(message)
-            self._alert("critical", HALT_KIND, message)
 
     def _clear(self) -> None:
         if self.problem is None and self._cleared_once:
             return
         self.problem = None
         self._cleared_once = True
-        with self.store.sessions.begin() as session:
-            cleared = session.execute(
-                update(HaltRecord)
-                .where(HaltRecord.active.is_(True), HaltRecord.kind == HALT_KIND,
-                       HaltRecord.by == self.service)
-                .values(active=False, cleared_at=datetime.now(UTC), cleared_by=self.service)
-            ).rowcount
-        if cleared:
+        if self.switch.off():
             log.info("Kite access token works again: token halt cleared")
 
     def _alert(self, level: str, code: str, message: str) -> None:
-        with self.store.sessions.begin() as session:
-            session.add(AlertRecord(level=level, code=code, message=message, source=self.service))
+        self.switch.alert(level, code, message)
+
+
+class HaltSwitch:
+    """One service's halt of one kind: on (a ``HaltRecord`` and an alert, once) and off (only its
+    own). Execution refuses risk-adding orders while any halt is active."""
+
+    def __init__(self, sessions: sessionmaker[Session], kind: str, by: str) -> None:
+        self.sessions = sessions
+        self.kind = kind
+        self.by = by
+
+    def active(self) -> bool:
+        with self.sessions() as session:
+            return session.scalars(select(HaltRecord.id).where(
+                HaltRecord.active.is_(True), HaltRecord.kind == self.kind,
+                HaltRecord.by == self.by)).first() is not None
+
+    def on(self, reason: str) -> bool:
+        """Halt (with a critical alert) unless already halted; True when this call halted."""
+        with self.sessions.begin() as session:
+            active = session.scalars(select(HaltRecord.id).where(
+                HaltRecord.active.is_(True), HaltRecord.kind == self.kind,
+                HaltRecord.by == self.by)).first()
+            if active is not None:
+                return False
+            session.add(HaltRecord(kind=self.kind, reason=reason, by=self.by, active=True))
+            session.add(AlertRecord(level="critical", code=self.kind, message=reason,
+                                    source=self.by))
+        return True
+
+    def off(self) -> bool:
+        """Clear this service's halt of this kind; True when one was active."""
+        with self.sessions.begin() as session:
+            cleared = session.execute(
+                update(HaltRecord)
+                .where(HaltRecord.active.is_(True), HaltRecord.kind == self.kind,
+                       HaltRecord.by == self.by)
+                .values(active=False, cleared_at=datetime.now(UTC), cleared_by=self.by)
+            ).rowcount
+        return bool(cleared)
+
+    def alert(self, level: str, code: str, message: str) -> None:
+        with self.sessions.begin() as session:
+            session.add(AlertRecord(level=level, code=code, message=message, source=self.by))

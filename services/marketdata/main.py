@@ -1,16 +1,23 @@
-"""Composition root of the marketdata service (sim feed; the kite feed arrives with issue 4)."""
+"""Composition root of the marketdata service: the sim feed, or the kite feed (KiteTicker against
+Kite, or against the simulator for kite-sim)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import redis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.marketdata.feeds import kite_backfill
+from services.marketdata.feeds.kite import KiteFeed
+from services.marketdata.feeds.kite_backfill import Backfiller, equities
 from services.marketdata.feeds.sim import SimFeed, first_sim_open
 from services.marketdata.ingest import Ingestor
 from services.marketdata.ohlcv import OhlcvWriter, load_bars
+from shared.broker_tokens import HaltSwitch, TokenKeyMissing, TokenStore, TokenWatch, key_from_env
 from shared.config import FeedKind, Settings
 from shared.contracts.messages import Candle
 from shared.domain.candles import Bar
@@ -94,6 +101,68 @@ def start_sim(settings: Settings, runtime: ServiceRuntime, client: redis.Redis,
                    settings.sim_tick_interval_s)
 
 
+def kite_feed(settings: Settings, runtime: ServiceRuntime, client: redis.Redis,
+              sessions: sessionmaker[Session], ingestor: Ingestor) -> None:
+    """The kite feed: token from the encrypted store, instruments from Kite's dump (all NSE/BSE
+    equities, or RATCHET_KITE_SYMBOLS), KiteTicker in full mode, history for warm-up and gaps
+    (RATCHET_KITE_HISTORICAL_PER_S, Kite's 3 a second by default)."""
+    from kiteconnect import KiteConnect
+    from kiteconnect import exceptions as kex
+
+    try:
+        store = TokenStore(sessions, key_from_env())
+    except TokenKeyMissing as exc:
+        raise SystemExit(f"marketdata: {exc}") from None
+    rules = ingestor.rules
+    backfiller = Backfiller(settings.kite_api_key, settings.kite_root, rules,
+                            per_second=float(os.environ.get("RATCHET_KITE_HISTORICAL_PER_S", "3")))
+    watch = TokenWatch(store, settings.kite_api_key, NAME, on_token=backfiller.set_access_token)
+    backfiller.on_auth_error = watch.refused
+    symbols = [s for s in os.environ.get("RATCHET_KITE_SYMBOLS", "").split(",") if s.strip()]
+
+    def start(stop: threading.Event) -> None:
+        while not stop.is_set():  # no usable token yet: halted, told, and waiting for a login
+            watch.check()
+            if watch.usable:
+                try:
+                    rows = KiteConnect(settings.kite_api_key, access_token=watch.token,
+                                       root=settings.kite_root).instruments()
+                    break
+                except kex.TokenException as exc:
+                    watch.refused(str(exc))
+                except (kex.KiteException, OSError) as exc:
+                    log.warning("instruments dump failed; retrying", extra={"error": str(exc)})
+            stop.wait(5.0)
+        else:
+            return
+        instruments = equities(rows, symbols)
+        kite_backfill.upsert_instruments(sessions, instruments)
+        feed = KiteFeed(settings.kite_api_key, settings.kite_ws_root, instruments, ingestor,
+                        client, OhlcvWriter(sessions), backfiller,
+                        HaltSwitch(sessions, "stale_feed", NAME),
+                        stale_after_s=settings.marketdata.stale_feed_s,
+                        history_bars=max(settings.marketdata.history_bars,
+                                         max(settings.strategy.ema_periods)))
+        feed.prepare(sessions)
+
+        def on_token(token: str) -> None:
+            backfiller.set_access_token(token)
+            feed.connect(token)
+
+        watch.on_token = on_token
+        assert watch.token is not None
+        feed.connect(watch.token)
+        log.info("kite feed starting", extra={"instruments": len(instruments),
+                                              "root": settings.kite_root})
+        runtime.spawn("backfill", backfiller.run)
+        runtime.every("token", 10.0, watch.check)
+        runtime.every("feed-stats", 30.0, lambda: log.info("kite feed", extra={
+            **vars(feed.stats), **vars(feed.parse_stats)}))
+        feed.run(stop)
+
+    runtime.spawn("feed", start)
+
+
 def main(settings: Settings) -> None:
     runtime = ServiceRuntime(NAME, settings)
     runtime.install_signals()
@@ -106,12 +175,15 @@ def main(settings: Settings) -> None:
         shards=settings.tick_shards, periods=settings.strategy.ema_periods, source=NAME,
         ticks_maxlen=settings.marketdata.ticks_maxlen,
     )
-    if settings.feed != FeedKind.SIM:
+    if settings.feed in (FeedKind.KITE, FeedKind.KITE_SIM):
+        kite_feed(settings, runtime, client, sessions, ingestor)
+    elif settings.feed == FeedKind.SIM:
+        feed = start_sim(settings, runtime, client, sessions, ingestor, rules)
+        log.info("sim feed starting", extra={
+            "clock_ms": feed.clock.now_ms, "speed": settings.sim_speed, "symbols": len(feed.paths)})
+        runtime.spawn("feed", lambda stop: feed.run(stop, ingestor.on_frame, ingestor.on_clock))
+    else:
         raise SystemExit(f"feed {settings.feed} is not available yet; use RATCHET_FEED=sim")
-    feed = start_sim(settings, runtime, client, sessions, ingestor, rules)
-    log.info("sim feed starting", extra={"clock_ms": feed.clock.now_ms, "speed": settings.sim_speed,
-                                         "symbols": len(feed.paths)})
-    runtime.spawn("feed", lambda stop: feed.run(stop, ingestor.on_frame, ingestor.on_clock))
     runtime.every("stats", 30.0, lambda: log.info("ingest", extra=vars(ingestor.stats)))
     runtime.announce_ready(client)
     runtime.wait()
