@@ -30,6 +30,7 @@ from . import problems
 from .commands import SOURCE, flush_outbox
 from .context import ApiContext, KeyCache
 from .fastpath import FastReads
+from .hub import Hub, HubOptions
 from .idempotency import IdempotencyMiddleware
 from .metrics import ApiMetrics, MetricsMiddleware
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -46,6 +47,7 @@ from .routers import (
     positions,
     settings,
     trades,
+    ws,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -81,6 +83,7 @@ def _api_router() -> APIRouter:
     router.include_router(admin.users_router)
     router.include_router(admin.audit_router)
     router.include_router(auth.router)
+    router.include_router(ws.router)
     return router
 
 
@@ -119,10 +122,14 @@ def _build_clients(
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, redis: redis_lib.Redis | None = None
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    redis: redis_lib.Redis | None = None,
+    hub_options: HubOptions | None = None,
 ) -> FastAPI:
     """The api as an ASGI app. Clients not given are built from ``settings`` and closed on
-    shutdown; given ones belong to the caller."""
+    shutdown; given ones belong to the caller. ``hub_options`` tunes the WebSocket hub."""
     settings = settings.model_copy(deep=True)  # the api may update its own section at start
     engine, client, owns_engine, owns_redis = _build_clients(settings, engine, redis)
     sessions = make_sessions(engine)
@@ -137,15 +144,18 @@ def create_app(
         owns_engine=owns_engine,
         owns_redis=owns_redis,
     )
+    hub = Hub(ctx.fast, client, settings.tick_shards, hub_options or HubOptions())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.open()
         await run_in_threadpool(_load_stored_api_settings, ctx)
         relay = asyncio.create_task(_relay_loop(ctx), name="api-outbox-relay")
+        await hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
@@ -160,6 +170,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.hub = hub
     app.state.metrics = ApiMetrics()
     problems.install(app)
 

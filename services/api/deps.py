@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from shared.auth import Role, constant_time_equals, hash_secret, key_is_usable
 from shared.store.models import ApiKey
@@ -58,11 +59,11 @@ def _lookup_key(ctx: ApiContext, key_hash: str) -> Caller | None:
         )
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _limit(request: Request, ctx: ApiContext, scope: str) -> None:
+async def _limit(request: HTTPConnection, ctx: ApiContext, scope: str) -> None:
     decision = await hit_rate_limit(ctx.fast.redis, scope, ctx.settings.api.rate_limit_per_minute)
     if not decision.allowed:
         raise ApiProblem(
@@ -72,7 +73,7 @@ async def _limit(request: Request, ctx: ApiContext, scope: str) -> None:
         )
 
 
-async def _refuse(request: Request, ctx: ApiContext, detail: str) -> ApiProblem:
+async def _refuse(request: HTTPConnection, ctx: ApiContext, detail: str) -> ApiProblem:
     # Failed attempts count against the client address, so guessing is rate limited too.
     await _limit(request, ctx, f"anon:{client_ip(request)}")
     return unauthorized(detail)

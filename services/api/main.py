@@ -41,6 +41,9 @@ def main(settings: Settings) -> None:
         timeout_graceful_shutdown=GRACEFUL_S,
         server_header=False,
         proxy_headers=False,
+        # The live feed fans one message out to many clients: compressing it per client would
+        # cost the server a zlib pass per client per message (and JSON ticks are small).
+        ws_per_message_deflate=False,
     )
     log.info("api listening on %s:%s", settings.api_host, settings.api_port)
     _Server(config).run()
