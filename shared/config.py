@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     sim_speed: float = Field(60, gt=0)
     sim_symbols: int = Field(50, gt=0, le=2000)
     sim_tick_interval_s: float = Field(1.0, gt=0)
+    replay_data: Path | None = None  # CSV file or folder for RATCHET_FEED=replay (else ohlcv)
+    replay_lockstep: bool = True  # each step waits until every consumer has caught up (§9)
+    replay_speed: float = Field(60, gt=0)  # without lock-step: N x the bars' own pace
     tick_shards: int = Field(1, gt=0, le=64)
     dead_letter_after: int = Field(5, gt=0)
     log_level: str = "INFO"

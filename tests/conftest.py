@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +28,13 @@ def private_dir(prefix: str) -> Path:
     """A fresh folder outside pytest's tmp root: pytest resets that root to mode 0700 whenever a
     session starts, which would lock out PostgreSQL running as an unprivileged user."""
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# CI replays the same examples every run (a red CI then means a change broke something);
+# local runs explore new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

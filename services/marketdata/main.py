@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.marketdata.feeds import kite_backfill
 from services.marketdata.feeds.kite import KiteFeed
 from services.marketdata.feeds.kite_backfill import Backfiller, equities
+from services.marketdata.feeds.replay import start_replay
 from services.marketdata.feeds.sim import SimFeed, first_sim_open
 from services.marketdata.ingest import Ingestor
 from services.marketdata.ohlcv import OhlcvWriter, load_bars
@@ -183,7 +184,7 @@ def main(settings: Settings) -> None:
             "clock_ms": feed.clock.now_ms, "speed": settings.sim_speed, "symbols": len(feed.paths)})
         runtime.spawn("feed", lambda stop: feed.run(stop, ingestor.on_frame, ingestor.on_clock))
     else:
-        raise SystemExit(f"feed {settings.feed} is not available yet; use RATCHET_FEED=sim")
+        runtime.spawn("replay", lambda stop: start_replay(settings, client, sessions, ingestor, stop))
     runtime.every("stats", 30.0, lambda: log.info("ingest", extra=vars(ingestor.stats)))
     runtime.announce_ready(client)
     runtime.wait()
