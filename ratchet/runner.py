@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from ratchet.servers import EmbeddedPostgres, EmbeddedRedis
+from ratchet.servers import EmbeddedPostgres, EmbeddedRedis, free_port
 from shared.auth import create_api_key, hash_secret, verify_api_key
 from shared.config import Settings
 from shared.store.db import make_engine, make_sessions
@@ -114,6 +114,7 @@ class LocalSystem:
     redis_server: EmbeddedRedis | None = None
     pg_server: EmbeddedPostgres | None = None
     services: dict[str, ManagedService] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def say(self, line: str) -> None:
@@ -130,8 +131,17 @@ class LocalSystem:
             self.settings.database_url = self.pg_server.url
         self.say("migrating the database")
         upgrade(self.settings.require_database_url())
-        # So that `ratchet keys create` and friends find the embedded servers while we run.
-        servers = {"redis_url": self.settings.redis_url, "database_url": self.settings.database_url}
+        self.write_servers_file()
+
+    def write_servers_file(self) -> None:
+        """Addresses of the running parts, so that `ratchet keys create` and friends find the
+        embedded servers, and a person (or Prometheus) finds each worker's metrics."""
+        servers = {
+            "redis_url": self.settings.redis_url,
+            "database_url": self.settings.database_url,
+            "api": f"http://127.0.0.1:{self.settings.api_port}/",
+            "metrics": {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports.items()},
+        }
         (self.home / "servers.json").write_text(json.dumps(servers, indent=2) + "\n")
 
     def service_env(self) -> dict[str, str]:
@@ -149,9 +159,14 @@ class LocalSystem:
         logs.mkdir(parents=True, exist_ok=True)
         env = self.service_env()
         for name in SERVICES:
-            service = ManagedService(name, env, logs / f"{name}.log")
+            own_env = dict(env)
+            if name != "api":  # the api serves /metrics itself, on its own port
+                self.metrics_ports[name] = free_port()
+                own_env["RATCHET_METRICS_PORT"] = str(self.metrics_ports[name])
+            service = ManagedService(name, own_env, logs / f"{name}.log")
             service.start()
             self.services[name] = service
+        self.write_servers_file()
         self.say(f"services started; their JSON logs are in {logs}/")
 
     def wait_ready(self, timeout_s: float = 300.0) -> bool:
@@ -219,9 +234,14 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     code = 0
+    kite_sim = None
     try:
         system.start_servers()
         key_path = ensure_admin_key(settings, home)
+        if settings.feed == "kite-sim":  # the simulator plays Kite: started here and logged in to
+            from ratchet.kite_cli import start_local_kite_sim
+
+            kite_sim = start_local_kite_sim(settings, home, system.say)
         system.start_services()
         if system.wait_ready():
             system.say(f"admin key: {key_path}")
@@ -231,4 +251,6 @@ def run(settings: Settings) -> int:
             code = 1
     finally:
         system.shutdown()
+        if kite_sim is not None:
+            kite_sim.stop()
     return code

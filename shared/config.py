@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     tick_shards: int = Field(1, gt=0, le=64)
     dead_letter_after: int = Field(5, gt=0)
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics of a worker; 0 = off
     replica: str = "0"  # this process's replica id (control is a broadcast: a group per replica)
 
     strategy: StrategySettings = StrategySettings()

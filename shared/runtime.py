@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 
 import redis
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
 from shared.logs import configure_logging
+from shared.metrics import Families, ScrapeCollector, serve, stream_families
 from shared.store.db import make_engine, make_sessions
 
 log = logging.getLogger("ratchet.runtime")
@@ -80,6 +82,16 @@ class ServiceRuntime:
                     log.exception("periodic task failed", extra={"task": name})
 
         self.spawn(name, _loop)
+
+    def serve_metrics(self, client: redis.Redis, families: Families, stream_names: list[str]) -> None:
+        """Serve this service's metrics (read at scrape time) on RATCHET_METRICS_PORT."""
+        if not self.settings.metrics_port:
+            return
+        registry = CollectorRegistry()
+        registry.register(ScrapeCollector(families))
+        registry.register(ScrapeCollector(lambda: stream_families(client, stream_names)))
+        serve(registry, self.settings.metrics_port, self.settings.metrics_host)
+        log.info("metrics served", extra={"port": self.settings.metrics_port})
 
     def announce_ready(self, client: redis.Redis, ttl_s: int = 15) -> None:
         """Tell supervisors (``ratchet run``, probes) that this process is up and working."""

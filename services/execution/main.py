@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.execution import metrics
 from services.execution.brokers.base import BrokerInterface
 from services.execution.brokers.paper import PaperBroker
 from services.execution.budget import OrderBudget
@@ -87,6 +88,7 @@ def main(settings: Settings) -> None:
     )
     runtime.spawn("intents", intents.run)
     runtime.spawn("control", control.run)
+    ticks: StreamConsumer | None = None
     if isinstance(broker, PaperBroker):
         market = PaperMarket(broker, reconciler)
         ticks = StreamConsumer(
@@ -94,6 +96,10 @@ def main(settings: Settings) -> None:
             consumer_name, market.handle, start="$", batch=500,
         )
         runtime.spawn("ticks", ticks.run)
+    runtime.serve_metrics(
+        client, lambda: metrics.families(sessions, intents.stats, ticks.stats if ticks else None),
+        [streams.INTENTS, streams.EXEC_EVENTS, streams.CONTROL],
+    )
     runtime.every("reconcile", 1.0, reconciler.run_once)
     runtime.every("outbox", 0.2, relay.flush)
     runtime.announce_ready(client)

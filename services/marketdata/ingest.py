@@ -8,6 +8,7 @@ one insert per batch of closed bars, so ingest costs a few microseconds a tick.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class IngestStats:
     unknown: int = 0
     late: int = 0
     candles: int = 0
+    last_frame_wall: float = 0.0  # wall time of the last frame (feed lag for metrics)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Ingestor:
             )
         self.stats.frames += 1
         self.stats.ticks += accepted
+        self.stats.last_frame_wall = time.time()
         closed.extend(self._due(clock_ms))
         self._publish(by_shard, ltp, closed, clock_ms, bar_open)
         return accepted

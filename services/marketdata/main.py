@@ -11,6 +11,7 @@ import redis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.marketdata import metrics
 from services.marketdata.feeds import kite_backfill
 from services.marketdata.feeds.kite import KiteFeed
 from services.marketdata.feeds.kite_backfill import Backfiller, equities
@@ -20,6 +21,7 @@ from services.marketdata.ingest import Ingestor
 from services.marketdata.ohlcv import OhlcvWriter, load_bars
 from shared.broker_tokens import HaltSwitch, TokenKeyMissing, TokenStore, TokenWatch, key_from_env
 from shared.config import FeedKind, Settings
+from shared.contracts import streams
 from shared.contracts.messages import Candle
 from shared.domain.candles import Bar
 from shared.domain.indicators import EmaSet
@@ -186,5 +188,7 @@ def main(settings: Settings) -> None:
     else:
         runtime.spawn("replay", lambda stop: start_replay(settings, client, sessions, ingestor, stop))
     runtime.every("stats", 30.0, lambda: log.info("ingest", extra=vars(ingestor.stats)))
+    runtime.serve_metrics(client, lambda: metrics.families(ingestor.stats),
+                          [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES])
     runtime.announce_ready(client)
     runtime.wait()

@@ -10,6 +10,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.strategy import metrics
 from services.strategy.service import StrategyService
 from services.strategy.sweep import Sweep
 from shared.bus.consumer import StreamConsumer
@@ -111,6 +112,9 @@ def main(settings: Settings) -> None:
         client, [streams.CONTROL], streams.control_group(NAME, settings.replica), consumer_name,
         service.handle, start="$", batch=10, before_ack=service.flush, after_batch=relay.flush,
     )
+    runtime.serve_metrics(client, lambda: metrics.families(service, market.stats),
+                          [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES,
+                           streams.INTENTS, streams.EXEC_EVENTS])
     runtime.spawn("market", market.run)
     runtime.spawn("control", control.run)
     runtime.every("outbox", 0.2, relay.flush)

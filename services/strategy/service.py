@@ -86,6 +86,7 @@ class StrategyService:
     _ladders: dict[str, Ladder] = field(default_factory=dict)
     _symbols: set[str] = field(default_factory=set)
     last_bar: dict[str, int] = field(default_factory=dict)
+    intents_sent: int = 0
     engine_symbols: set[str] = field(default_factory=set)
 
     @property
@@ -290,6 +291,7 @@ class StrategyService:
                 persistence.save_symbols(session, self.name, [
                     (sym, self.last_bar.get(sym), self.engine.active_ladder(sym)) for sym in self._symbols
                 ])
+            self.intents_sent += len(self._intents)
             self._intents.clear()
             self._ladders.clear()
             self._symbols.clear()

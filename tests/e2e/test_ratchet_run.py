@@ -93,6 +93,33 @@ def _seeds() -> list[int]:
     return [int(s) for s in raw.split(",")]
 
 
+MOVING = {  # a counter of each service that moves while the market runs
+    "marketdata": "ratchet_ticks_total",
+    "strategy": "ratchet_strategy_messages_total",
+    "execution": "ratchet_execution_ticks_total",
+    "api": "ratchet_api_requests_total",
+}
+
+
+def scrape(url: str, name: str) -> float:
+    """Sum of a metric's samples in a Prometheus text page."""
+    body = httpx.get(url, timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def assert_metrics_move(servers: dict, base: str, key: str) -> None:
+    urls = {**servers["metrics"], "api": f"{base}metrics"}
+    assert set(urls) == set(MOVING)
+    first = {name: scrape(url, MOVING[name]) for name, url in urls.items()}
+    httpx.get(f"{base}api/v1/positions", headers={"X-API-Key": key}, timeout=10)
+    time.sleep(3)
+    second = {name: scrape(url, MOVING[name]) for name, url in urls.items()}
+    assert all(second[n] > first[n] for n in urls), (first, second)
+    assert scrape(servers["metrics"]["execution"], "ratchet_orders") > 0
+    assert scrape(servers["metrics"]["strategy"], "ratchet_stream_length") > 0
+
+
 @pytest.mark.parametrize("seed", _seeds())
 def test_ratchet_run_trades_stops_and_carries_on(seed: int) -> None:
     home, port = private_dir("ratchet-test-run-") / "home", free_port()
@@ -106,6 +133,7 @@ def test_ratchet_run_trades_stops_and_carries_on(seed: int) -> None:
         assert httpx.get(f"{base}api/v1/positions", timeout=10).status_code == 401
         positions = poll_trading(base, key)
         servers = json.loads((home / "servers.json").read_text())
+        assert_metrics_move(servers, base, key)
         engine = create_engine(servers["database_url"])
         with engine.connect() as conn:
             gtts = conn.execute(text(
