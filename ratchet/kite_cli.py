@@ -219,9 +219,11 @@ def start_local_kite_sim(settings: Settings, home: Path, say=print) -> LocalKite
             "--api-key", settings.kite_api_key, "--api-secret", settings.kite_api_secret,
             "--state-dir", str(home / "kite-sim"), "--seed", str(settings.sim_seed),
             "--speed", str(settings.sim_speed), "--symbols", str(settings.sim_symbols)]
+    from ratchet.runner import _die_with_parent
+
     with open(logs / "kite-sim.log", "ab") as log_file:
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   preexec_fn=_die_with_parent)  # noqa: PLW1509
     sim = LocalKiteSim(process, settings.kite_root)
     deadline = time.monotonic() + 60
     while True:
