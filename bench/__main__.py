@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-MODULES = ("ingest", "strategy", "execution", "kite_sim", "api", "backtest")
+MODULES = ("ingest", "strategy", "execution", "kite_sim", "kite_ingest", "api", "backtest")
 
 
 def main(argv: list[str]) -> int:

@@ -487,6 +487,7 @@ class KiteFeed:
                 "connects": self.stats.connects, "disconnects": self.stats.disconnects,
                 "gaps": self.stats.gaps, "backfilled_bars": self.stats.backfilled_bars,
                 "pending": len(self.pending), "clock_ms": self.clock_ms,
+                "inbox": self.inbox.qsize(),  # frames not yet ingested: the feed's lag
                 "ticks": self.stats.ticks, "malformed": self.parse_stats.malformed})
         except redis.RedisError as exc:
             log.warning("feed status not written", extra={"error": str(exc)})
