@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e bench chaos up down lint clean
+.PHONY: install run test test-unit test-integration test-e2e bench chaos up down lint clean chromium vendor
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ install: $(STAMP)  ## create .venv and install Ratchet with the `ratchet` comman
 run: install  ## the whole system locally: embedded Redis + Postgres, sim feed, paper broker
 	exec $(BIN)/ratchet run
 
-test: install  ## every test: unit, integration (real Redis + Postgres), end to end
+test: install chromium  ## every test: unit, integration (real Redis + Postgres), end to end
 	$(BIN)/python -m pytest tests -p no:cacheprovider
 
 test-unit: install
@@ -28,6 +28,19 @@ bench: install  ## performance figures, one `name: value unit` line each
 
 chaos: install  ## long fault-injection run
 	$(BIN)/python -m pytest tests/e2e -p no:cacheprovider -m e2e --chaos-long
+
+chromium:  ## Debian's Chromium for the dashboard's browser test: installed when missing (as root)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "could not install chromium: the dashboard browser test will be skipped"; \
+	else echo "no /usr/bin/chromium and not root: the dashboard browser test will be skipped"; fi
+
+vendor:  ## refresh the dashboard's vendored chart library from package-lock.json (npm registry)
+	npm ci --ignore-scripts --no-audit --no-fund
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js \
+	  services/api/static/vendor/
+	cp node_modules/lightweight-charts/LICENSE services/api/static/vendor/lightweight-charts.LICENSE
 
 up:  ## the same system in containers (needs a Docker engine)
 	docker compose up -d --build

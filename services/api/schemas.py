@@ -163,6 +163,18 @@ class PnlOut(Out):
     as_of: datetime
 
 
+class EquityPoint(Out):
+    ts: datetime = Field(description="exit time of the leg that closed")
+    realised: float = Field(description="realised PnL of every leg closed up to then")
+
+
+class EquityOut(Out):
+    points: list[EquityPoint] = Field(description="oldest first; the latest ones when many")
+    realised: float
+    unrealised: float = Field(description="open legs at the LTP, now")
+    total: float
+
+
 class AlertOut(Out):
     id: int
     ts: datetime

@@ -128,6 +128,9 @@ class Me(Out):
     name: str
     role: Role
     via_cookie: bool
+    csrf_token: str | None = Field(
+        None, description="a cookie session's CSRF token (so a reloaded page can send changes)"
+    )
 
 
 # --- audit and settings -----------------------------------------------------------------------

@@ -72,7 +72,8 @@ async def logout(
     return response
 
 
-@router.get("/me", response_model=Me, summary="Who is calling")
+@router.get("/me", response_model=Me, response_model_exclude_none=True, summary="Who is calling")
 async def me(caller: CallerDep) -> Me:
     return Me(kind="user" if caller.kind == "user" else "key", name=caller.name, role=caller.role,
-              via_cookie=caller.via_cookie)
+              via_cookie=caller.via_cookie,
+              csrf_token=caller.csrf_token if caller.via_cookie else None)

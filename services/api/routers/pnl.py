@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from shared.store.models import Trade
 
 from ..deps import ContextDep, Viewer
 from ..ltp import field_name, read_quotes
-from ..schemas import PnlFigures, PnlOut, SymbolPnl
+from ..schemas import EquityOut, EquityPoint, PnlFigures, PnlOut, SymbolPnl
 from ..valuation import realised_pnl, value_leg
 
 router = APIRouter(prefix="/pnl", tags=["pnl"])
@@ -87,3 +88,35 @@ def get_pnl(ctx: ContextDep, caller: Viewer) -> PnlOut:
         by_symbol=by_symbol,
         as_of=now,
     )
+
+
+@router.get("/equity", response_model=EquityOut, summary="Equity curve: realised PnL over time")
+def get_equity(
+    ctx: ContextDep,
+    caller: Viewer,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="latest points")] = 2000,
+) -> EquityOut:
+    query = (
+        select(Trade.exit_time, Trade.pnl, Trade.entry_price, Trade.exit_price, Trade.qty)
+        .where(Trade.status == "CLOSED", Trade.exit_time.is_not(None))
+        .order_by(Trade.exit_time, Trade.trade_id)
+    )
+    open_query = select(Trade.symbol, Trade.exchange, Trade.qty, Trade.entry_price).where(
+        Trade.status == "OPEN"
+    )
+    with ctx.engine.connect() as conn:
+        closed = conn.execute(query).all()
+        open_rows = conn.execute(open_query).all()
+    running = Decimal(0)
+    points = []
+    for r in closed:
+        running += realised_pnl(r.pnl, r.entry_price, r.exit_price, r.qty)
+        points.append(EquityPoint(ts=r.exit_time, realised=float(running)))
+    quotes = read_quotes(ctx.redis, (field_name(r.exchange, r.symbol) for r in open_rows))
+    unrealised = Decimal(0)
+    for r in open_rows:
+        quote = quotes.get(field_name(r.exchange, r.symbol))
+        value = value_leg(r.entry_price, r.qty, quote.price_paise if quote else None)
+        unrealised += value.pnl if value else 0
+    return EquityOut(points=points[-limit:], realised=float(running),
+                     unrealised=float(unrealised), total=float(running + unrealised))

@@ -23,6 +23,7 @@ MATRIX: list[tuple[str, str, Role, object]] = [
     ("GET", "/api/v1/candles/{symbol}", Role.VIEWER, None),
     ("GET", "/api/v1/ltp", Role.VIEWER, None),
     ("GET", "/api/v1/pnl", Role.VIEWER, None),
+    ("GET", "/api/v1/pnl/equity", Role.VIEWER, None),
     ("GET", "/api/v1/alerts", Role.VIEWER, None),
     ("GET", "/api/v1/strategy", Role.VIEWER, None),
     ("GET", "/api/v1/halts", Role.VIEWER, None),
