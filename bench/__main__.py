@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-MODULES = ("ingest", "strategy", "execution", "kite_sim", "kite_ingest", "api", "backtest")
+MODULES = ("ingest", "strategy", "execution", "kite_sim", "kite_ingest", "api", "backtest", "ws")
 
 
 def main(argv: list[str]) -> int:
