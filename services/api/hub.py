@@ -318,7 +318,13 @@ class Hub:
                     ids, count=self.options.read_count, block=self.options.block_ms
                 )
             except (RedisError, OSError) as exc:
+                # Redis may come back empty or trimmed: follow from its ends again, and tell the
+                # clients to reload what they may have missed meanwhile.
                 log.warning("websocket hub cannot read the streams: %s", exc)
+                if ids is not None:
+                    ids = None
+                    for sub in list(self.subscribers):
+                        sub.offer(system("resync", reason="the event streams were away; reload"))
                 await asyncio.sleep(1.0)
                 continue
             for raw_stream, entries in response or ():

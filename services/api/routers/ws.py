@@ -46,6 +46,7 @@ log = logging.getLogger("ratchet.api.ws")
 MAX_FRAME_BYTES = 16 * 1024
 MAX_SYMBOLS = 500
 CLOSE_TIMEOUT_S = 5.0
+RECHECK_S = 30.0
 
 
 def _same_origin(websocket: WebSocket) -> bool:
@@ -165,6 +166,23 @@ async def _read(websocket: WebSocket, hub: Hub, sub: Subscriber) -> None:
             await _handle(hub, sub, text)
 
 
+async def _recheck(websocket: WebSocket, ctx: ApiContext, sub: Subscriber) -> None:
+    """End the connection when its credential stops being valid (a key revoked or expired, a
+    session ended by logout or by disabling the user), within ``RECHECK_S``."""
+    while True:
+        await asyncio.sleep(RECHECK_S)
+        try:
+            caller = await authenticate(websocket, ctx)
+        except ApiProblem as problem:
+            if problem.status in (401, 403):
+                sub.drop("the credential is no longer valid; sign in again")
+                return
+            continue  # a store away, or the rate limit: keep the connection
+        if caller.role != sub.caller.role:
+            sub.drop("the role changed; connect again")
+            return
+
+
 async def _write(websocket: WebSocket, sub: Subscriber) -> None:
     send = websocket.send
     while True:
@@ -199,7 +217,8 @@ async def live_feed(websocket: WebSocket) -> None:
     sub.offer(system("hello", user=caller.name, role=caller.role.value, channels=list(CHANNELS),
                      queue_limit=sub.limit))
     tasks = [asyncio.create_task(_read(websocket, hub, sub)),
-             asyncio.create_task(_write(websocket, sub))]
+             asyncio.create_task(_write(websocket, sub)),
+             asyncio.create_task(_recheck(websocket, ctx, sub))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

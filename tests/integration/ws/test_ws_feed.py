@@ -245,3 +245,27 @@ def test_legs_and_pnl_follow_the_trades_table(
         assert (closed["status"], closed["exit_price"], closed["pnl"]) == ("CLOSED", 99.45, -5.5)
         pnl = recv_until(ws, lambda m: m["channel"] == "pnl" and m["data"]["open_legs"] == 0)
         assert pnl[-1]["data"]["day"]["realised"] == -5.5
+
+
+def test_a_revoked_key_ends_its_open_feed(
+    live_api: LiveApi, viewer_key: str, sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    from services.api.routers import ws as ws_router
+    from shared.auth import revoke_api_key
+    from shared.store.models import ApiKey
+
+    monkeypatch.setattr(ws_router, "RECHECK_S", 0.3)
+    with open_ws(live_api.ws, additional_headers={"X-API-Key": viewer_key}) as ws:
+        subscribe(ws, channels=["ticks"])
+        with sessions.begin() as session:
+            key_id = session.query(ApiKey.id).filter(ApiKey.name == "viewer").scalar()
+            revoke_api_key(session, key_id)
+        live_api.app.state.ctx.keys.clear()  # as a revocation through the api does
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "no longer valid" in closed.value.rcvd.reason
