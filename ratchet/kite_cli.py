@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -236,6 +237,13 @@ def start_local_kite_sim(settings: Settings, home: Path, say=print) -> LocalKite
             sim.stop()
             raise RuntimeError(f"the Kite simulator did not start; see {logs / 'kite-sim.log'}")
         time.sleep(0.2)
+    # The market waits for Ratchet: paused until marketdata has warmed up, so the day's first
+    # bars are seen live (a second run continues the simulator's saved day the same way).
+    httpx.post(f"{settings.kite_root}/_sim/clock", json={"paused": True}, timeout=10)
+    import redis
+
+    redis.Redis.from_url(settings.require_redis_url()).delete("md.kite")  # last run's feed status
+    threading.Thread(target=_open_market_when_warm, args=(settings, sim), daemon=True).start()
     say(f"kite simulator at {settings.kite_root} (ticker {settings.kite_ws_root})")
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
@@ -245,3 +253,25 @@ def start_local_kite_sim(settings: Settings, home: Path, say=print) -> LocalKite
         engine.dispose()
     say("logged in to the simulator (access token stored encrypted)")
     return sim
+
+
+def _open_market_when_warm(settings: Settings, sim: LocalKiteSim, timeout_s: float = 600) -> None:
+    """Start the simulator's clock once the kite feed has its history (md.kite pending = 0)."""
+    import httpx
+    import redis
+
+    client = redis.Redis.from_url(settings.require_redis_url())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and sim.process.poll() is None:
+            try:
+                if client.hget("md.kite", "pending") == b"0":
+                    break
+            except redis.RedisError:
+                pass
+            time.sleep(0.5)
+        httpx.post(f"{sim.root}/_sim/clock", json={"paused": False}, timeout=10)
+    except (httpx.HTTPError, redis.RedisError):
+        pass  # the run is stopping
+    finally:
+        client.close()

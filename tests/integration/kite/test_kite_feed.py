@@ -188,5 +188,5 @@ def test_stalled_ticks_halt_entries_until_they_resume(
     wait_for(lambda: stale_halts() and not any(h.active for h in stale_halts()), 20,
              "the halt cleared once ticks resume")
     assert buy(2).state == OrderState.FILLED
-    wait_for(lambda: status(redis_client)["pending"] == 0, 20, "the stall's bars backfilled")
-    assert status(redis_client)["stale"] == 0
+    wait_for(lambda: (s := status(redis_client))["gaps"] >= 1 and s["pending"] == 0
+             and s["stale"] == 0, 20, "the stall's bars backfilled")
