@@ -83,7 +83,7 @@ def main(settings: Settings) -> None:
         dead_letter_after=settings.dead_letter_after, batch=50, after_batch=relay.flush,
     )
     control = StreamConsumer(
-        client, [streams.CONTROL], streams.control_group(NAME, settings.replica), consumer_name,
+        client, [streams.CONTROL], streams.replica_group(NAME, settings.replica), consumer_name,
         ControlHandler(execution, relay).handle, start="$", batch=10,
     )
     runtime.spawn("intents", intents.run)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.strategy import metrics
 from services.strategy.service import StrategyService
+from services.strategy.shards import Membership, ShardOwner
 from services.strategy.sweep import Sweep
 from shared.bus.consumer import StreamConsumer
 from shared.bus.publisher import OutboxRelay, Publisher
@@ -56,11 +57,6 @@ def instrument_loader(
     return load
 
 
-def known_symbols(sessions: sessionmaker[Session]) -> list[str]:
-    with sessions() as session:
-        return list(session.scalars(select(Instrument.tradingsymbol)))
-
-
 def strategy_enabled(sessions: sessionmaker[Session]) -> bool:
     """Start/stop survives a restart: the api records each command in the audit log, the same
     record its `GET /strategy` reads."""
@@ -85,6 +81,27 @@ def wait_for_feed(client: redis.Redis, runtime: ServiceRuntime) -> None:
         runtime.stop.wait(0.5)
 
 
+class InstrumentTokens:
+    """Symbol -> instrument token (the shard key), read from Postgres and refreshed on a miss."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.tokens: dict[str, int] = {}
+
+    def refresh(self) -> None:
+        with self.sessions() as session:
+            self.tokens = dict(session.execute(select(Instrument.tradingsymbol, Instrument.token)).all())
+
+    def token_of(self, symbol: str) -> int | None:
+        if symbol not in self.tokens:
+            self.refresh()
+        return self.tokens.get(symbol)
+
+    def symbols_of_shard(self, shard: int, shards: int) -> list[str]:
+        self.refresh()
+        return sorted(s for s, t in self.tokens.items() if streams.tick_shard(t, shards) == shard)
+
+
 def main(settings: Settings) -> None:
     runtime = ServiceRuntime(NAME, settings)
     runtime.install_signals()
@@ -95,31 +112,44 @@ def main(settings: Settings) -> None:
     engine = MomentumEngine(StrategyParams.from_settings(settings.strategy), rules)
     service = StrategyService(engine, sessions, settings.strategy,
                               instrument_loader(sessions, settings, rules),
-                              resend_after_s=settings.execution.intent_resend_s)
+                              resend_after_s=settings.execution.intent_resend_s,
+                              origin=f"{NAME}-{settings.replica}")
     wait_for_feed(client, runtime)
     service.enabled = strategy_enabled(sessions)
-    service.restore(known_symbols(sessions))
     relay = OutboxRelay(sessions, Publisher(client, NAME), NAME)
     consumer_name = f"{NAME}-{settings.replica}"
-    market = StreamConsumer(
-        client, [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES, streams.EXEC_EVENTS],
-        streams.GROUP_STRATEGY, consumer_name, service.handle,
-        dead_letter_after=settings.dead_letter_after, batch=500,
+    shards = settings.tick_shards
+    ticks = StreamConsumer(  # the tick shards this replica owns, in the shared group
+        client, [], streams.GROUP_STRATEGY, consumer_name, service.handle,
+        dead_letter_after=settings.dead_letter_after, batch=500, claim_idle_ms=5_000,
         before_ack=service.flush, after_batch=relay.flush,
-        start={s: "$" for s in streams.all_tick_streams(settings.tick_shards)},
+        start={s: "$" for s in streams.all_tick_streams(shards)},
+    )
+    market = StreamConsumer(  # candles and execution events, all of them, kept if ours
+        client, [streams.CANDLES, streams.EXEC_EVENTS], streams.replica_group(NAME, settings.replica),
+        consumer_name, service.handle, dead_letter_after=settings.dead_letter_after, batch=500,
+        before_ack=service.flush, after_batch=relay.flush,
     )
     control = StreamConsumer(
-        client, [streams.CONTROL], streams.control_group(NAME, settings.replica), consumer_name,
+        client, [streams.CONTROL], streams.replica_group(NAME, settings.replica), consumer_name,
         service.handle, start="$", batch=10, before_ack=service.flush, after_batch=relay.flush,
     )
-    runtime.serve_metrics(client, lambda: metrics.families(service, market.stats),
-                          [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES,
+    tokens = InstrumentTokens(sessions)
+    owner = ShardOwner(client, service, ticks, Membership(client, settings.replica), shards,
+                       tokens.token_of, lambda shard: tokens.symbols_of_shard(shard, shards))
+    service.owns = owner.owns
+    owner.rebalance()
+    runtime.serve_metrics(client, lambda: metrics.families(service, ticks.stats),
+                          [*streams.all_tick_streams(shards), streams.CANDLES,
                            streams.INTENTS, streams.EXEC_EVENTS])
+    runtime.spawn("ticks", ticks.run)
     runtime.spawn("market", market.run)
     runtime.spawn("control", control.run)
+    runtime.every("shards", 2.0, owner.rebalance)
     runtime.every("outbox", 0.2, relay.flush)
     runtime.every("flush-highs", 5.0, service.flush_dirty)
     runtime.every("resend", 5.0, service.resend_unanswered)
     runtime.every("sweep", settings.strategy.sweep_seconds, Sweep(service, client, sessions).run_once)
     runtime.announce_ready(client)
     runtime.wait()
+    owner.membership.leave()

@@ -77,6 +77,8 @@ class StrategyService:
     sessions: sessionmaker[Session]
     settings: StrategySettings
     loader: InstrumentLoader
+    owns: Callable[[str], bool] = lambda _symbol: True  # noqa: E731 - one replica owns all
+    origin: str = SOURCE  # this replica's name in the envelopes it sends
     resend_after_s: float = 15.0
     enabled: bool = True
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -95,27 +97,19 @@ class StrategyService:
 
     # --- start-up ------------------------------------------------------------------------------
 
-    def restore(self, symbols: list[str]) -> None:
-        """Rebuild the engine for the known symbols (others are loaded when first seen)."""
-        with self.sessions() as session:
-            states = persistence.load_states(session, self.name)
-        for symbol in symbols:
-            if self._load(symbol, states.get(symbol), before_ms=None):
-                self.engine_symbols.add(symbol)
-        log.info("strategy restored", extra={"ladders": len(self.engine.ladders()),
-                                             "symbols": len(symbols)})
-
     def _load(self, symbol: str, state: dict | None, before_ms: int | None) -> bool:
         """Add one symbol: EMAs from stored bars up to the last bar it had processed (or before
-        ``before_ms``, the bar in hand), then its ladder; later bars come from the stream."""
+        ``before_ms``, the bar in hand), then its ladder. Stored bars it has not processed yet (it
+        was down, or another replica had the symbol) are played now, signals included, so a
+        restart or a takeover loses no bar; the stream's copies of them are then ignored."""
         found = self.loader(symbol)
         if found is None:
             return False
         exchange, tick, bars = found
         self.engine.add_instrument(symbol, exchange, tick)
         last = state.get("last_bar_ms") if state else None
-        warm = [b for b in bars if (last is None or b.start_ms <= last)
-                and (before_ms is None or b.start_ms < before_ms)]
+        bars = [b for b in bars if before_ms is None or b.start_ms < before_ms]
+        warm = [b for b in bars if last is None or b.start_ms <= last]
         self.engine.warm_bars(symbol, warm)
         if warm:
             self.last_bar[symbol] = warm[-1].start_ms
@@ -123,7 +117,39 @@ class StrategyService:
             ladder = Ladder.from_dict(state["ladder"])
             self.engine.restore_ladder(ladder)
             self._await_pending(ladder)
+        for bar in bars[len(warm):]:
+            self.record(symbol, self.engine.on_bar(symbol, bar))
+            self.last_bar[symbol] = bar.start_ms
         return True
+
+    def adopt(self, symbols: list[str]) -> list[str]:
+        """Take symbols over (a shard moved here): rebuild them from what was committed.
+        Returns the ladder ids now followed, whose events the caller replays."""
+        with self.lock:
+            with self.sessions() as session:
+                states = persistence.load_states(session, self.name)
+            for symbol in symbols:
+                self.engine_symbols.discard(symbol)
+                if self._load(symbol, states.get(symbol), before_ms=None):
+                    self.engine_symbols.add(symbol)
+            self.flush()
+            log.info("symbols adopted", extra={"symbols": len(symbols), "ladders": len(self.engine.ladders())})
+            return [lad.ladder_id for lad in self.engine.ladders() if lad.symbol in set(symbols)]
+
+    def forget(self, symbols: list[str]) -> None:
+        """Hand symbols over (their shard moved away): persist, then drop them."""
+        with self.lock:
+            for symbol in symbols:
+                if symbol in self.engine_symbols:
+                    self.record(symbol, [])
+            self.flush()
+            for symbol in symbols:
+                self.engine.remove_instrument(symbol)
+                self.engine_symbols.discard(symbol)
+                self.dirty.discard(symbol)
+                self.last_bar.pop(symbol, None)
+                for intent_id in [k for k, a in self.awaiting.items() if getattr(a.payload, "symbol", "") == symbol]:
+                    self.awaiting.pop(intent_id, None)
 
     def known(self, symbol: str, before_ms: int | None = None) -> bool:
         """True once the symbol is in the engine, loading it on first sight."""
@@ -154,9 +180,11 @@ class StrategyService:
             if isinstance(payload, Ticks):
                 self.on_ticks(payload)
             elif isinstance(payload, Candle):
-                self.on_candle(payload)
+                if self.owns(payload.symbol):
+                    self.on_candle(payload)
             elif isinstance(payload, OrderFilled | OrderRejected | LegClosed | GttPlaced):
-                self.on_exec_event(payload)
+                if self.owns(payload.symbol):
+                    self.on_exec_event(payload)
             elif isinstance(payload, ExitRequested | Flatten | StrategyStart | StrategyStop | ParamsChanged):
                 self.on_control(payload)
 
@@ -311,7 +339,7 @@ class StrategyService:
 
     def _stage(self, session: Session, intent: Payload) -> None:
         stage(session, streams.INTENTS, intent, msg_id=intent.intent_id,  # type: ignore[attr-defined]
-              ts_ms=intent.ts_ms, source=SOURCE)  # type: ignore[attr-defined]
+              ts_ms=intent.ts_ms, source=SOURCE, origin=self.origin)  # type: ignore[attr-defined]
 
     # --- periodic --------------------------------------------------------------------------------
 

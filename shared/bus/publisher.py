@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.contracts.messages import FIELD, Payload, encode
@@ -57,29 +58,42 @@ class Publisher:
 
 
 def stage(
-    session: Session, stream: str, payload: Payload, *, msg_id: str, ts_ms: int, source: str
+    session: Session,
+    stream: str,
+    payload: Payload,
+    *,
+    msg_id: str,
+    ts_ms: int,
+    source: str,
+    origin: str | None = None,
 ) -> None:
-    """Add a message to the outbox inside the caller's transaction."""
+    """Add a message to the outbox inside the caller's transaction. ``source`` is the service
+    whose relay publishes it; ``origin`` (default: the source) names the replica in the envelope."""
     session.add(
         OutboxMessage(
             source=source,
             stream=stream,
             msg_id=msg_id,
-            data=encode(payload, msg_id=msg_id, ts_ms=ts_ms, source=source).decode(),
+            data=encode(payload, msg_id=msg_id, ts_ms=ts_ms, source=origin or source).decode(),
         )
     )
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows of one service, oldest first."""
+    """Publishes committed outbox rows of one service, oldest first. With several replicas of a
+    service, one relays at a time (a transaction-scoped advisory lock), so order is kept and a
+    dead replica's rows are published by the others."""
 
     def __init__(self, sessions: sessionmaker[Session], publisher: Publisher, source: str) -> None:
         self.sessions = sessions
         self.publisher = publisher
         self.source = source
+        self._lock_key = zlib.crc32(f"outbox:{source}".encode())
 
     def flush(self, limit: int = 500) -> int:
         with self.sessions() as session:
+            if not session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key))):
+                return 0  # another replica is relaying right now
             rows = session.execute(
                 select(OutboxMessage.id, OutboxMessage.stream, OutboxMessage.data)
                 .where(OutboxMessage.published_at.is_(None))

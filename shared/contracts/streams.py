@@ -36,6 +36,8 @@ def all_tick_streams(shards: int) -> list[str]:
     return [ticks_stream(n) for n in range(shards)]
 
 
-def control_group(service: str, replica: str) -> str:
-    """`control` is a broadcast: each replica reads it through a group of its own."""
+def replica_group(service: str, replica: str) -> str:
+    """A consumer group of one replica, for streams every replica must see in full: `control`
+    (a broadcast), and the strategy's candles and execution events (each replica keeps what
+    belongs to its shards)."""
     return f"{service}.{replica}"

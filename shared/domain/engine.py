@@ -103,6 +103,18 @@ class MomentumEngine:
         else:  # a re-announced instrument keeps its EMAs and ladder; the tick may change
             inst.exchange, inst.tick = exchange, tick
 
+    def remove_instrument(self, symbol: str) -> None:
+        """Stop following a symbol (its shard moved to another replica); its ladder goes too —
+        the new owner rebuilds both from the stored state."""
+        inst = self._inst.pop(symbol, None)
+        if inst is not None and inst.ladder is not None:
+            self._ladders.pop(inst.ladder.ladder_id, None)
+
+    def last_bar_ms(self, symbol: str) -> int | None:
+        """Start of the last bar the symbol's EMAs have seen."""
+        inst = self._inst.get(symbol)
+        return None if inst is None else inst.last_bar_ms
+
     def set_params(self, params: StrategyParams) -> None:
         """Settings changed at run time: new legs use them; open legs keep their stop %."""
         if params.ema_periods != self.params.ema_periods:

@@ -17,12 +17,14 @@ class ServiceProcesses:
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, label: str | None = None, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start service ``name``; ``label`` tells replicas of one service apart."""
+        label = label or name
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{name}.log", "ab") as log:
+        with open(self.logs / f"{label}.log", "ab") as log:
             proc = subprocess.Popen([RATCHET, "service", name], env={**self.env, **extra_env},
                                     stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
+        self.procs[label] = proc
         return proc
 
     def alive(self, name: str) -> bool:
@@ -43,8 +45,10 @@ class ServiceProcesses:
         return proc.returncode
 
     def stop_all(self) -> None:
-        for name in ("api", "strategy", "marketdata", "execution"):
-            self.stop(name)
+        order = ("api", "strategy", "marketdata", "execution")
+        for label in sorted(self.procs, key=lambda lb: next(
+                (i for i, n in enumerate(order) if lb.startswith(n)), len(order))):
+            self.stop(label)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"

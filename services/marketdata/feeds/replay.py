@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backtest.bars import BarSeries, load_csv_dir, load_ohlcv
 from backtest.ticks import bar_steps, replay_ticks
 from services.marketdata.ingest import Ingestor
-from shared.config import Settings
+from shared.config import BrokerKind, Settings
 from shared.contracts import streams
 from shared.domain.money import to_rupees
 from shared.store.models import Instrument, OutboxMessage
@@ -32,8 +32,12 @@ from shared.store.models import Instrument, OutboxMessage
 log = logging.getLogger("ratchet.marketdata")
 
 REPLAY_DONE = "md.replay.done"  # Redis key set when the whole history has been replayed
-# The groups that must exist before the first tick, or their ticks would be missed.
-REQUIRED_GROUPS = ((streams.CANDLES, streams.GROUP_STRATEGY), (streams.INTENTS, streams.GROUP_EXECUTION))
+# Consumer groups (by name prefix) that must exist before the first tick, or it would be missed.
+REQUIRED_GROUPS = (
+    (streams.ticks_stream(0), streams.GROUP_STRATEGY),
+    (streams.CANDLES, streams.GROUP_STRATEGY),  # each strategy replica's own group
+    (streams.INTENTS, streams.GROUP_EXECUTION),
+)
 
 
 def replay_token(symbol: str) -> int:
@@ -137,9 +141,13 @@ def start_replay(settings: Settings, client: redis.Redis, sessions: sessionmaker
     client.delete(REPLAY_DONE)
     client.hset(streams.FEED_HEARTBEAT, mapping={"clock_ms": 0})  # lets the strategy start
     tick_streams = streams.all_tick_streams(settings.tick_shards)
+    required = list(REQUIRED_GROUPS)
+    if settings.broker == BrokerKind.PAPER:  # the paper broker's GTTs trigger on these ticks
+        required.append((streams.ticks_stream(0), streams.GROUP_EXECUTION))
     while not stop.is_set() and not all(
-        client.exists(stream) and any(g["name"].decode() == group for g in client.xinfo_groups(stream))
-        for stream, group in REQUIRED_GROUPS
+        client.exists(stream)
+        and any(g["name"].decode().startswith(group) for g in client.xinfo_groups(stream))
+        for stream, group in required
     ):
         stop.wait(0.2)  # the strategy and execution are not reading yet
     if settings.replay_lockstep:

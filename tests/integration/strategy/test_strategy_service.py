@@ -24,7 +24,7 @@ def service(sessions: sessionmaker[Session]) -> StrategyService:
     engine = MomentumEngine(StrategyParams(), SessionRules())
     svc = StrategyService(engine, sessions, StrategySettings(),
                           lambda symbol: ("NSE", 5, []) if symbol == "INFY" else None)
-    svc.restore(["INFY"])
+    svc.adopt(["INFY"])
     return svc
 
 

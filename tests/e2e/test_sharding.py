@@ -1,0 +1,93 @@
+"""Scaling out: ticks sharded 4 ways, two strategy replicas. Each symbol is handled by exactly one
+replica (the owner of its token's shard); when one replica is killed its shards are taken over,
+and no intent is lost or doubled."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.strategy.shards import SHARD_MAP
+from shared.contracts import streams
+from shared.contracts.messages import FIELD, decode
+from shared.store.models import Instrument
+from tests.conftest import private_dir
+from tests.e2e.harness import ServiceProcesses
+from tests.e2e.test_execution_kills import scalar, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SHARDS = 4
+
+
+def shard_map(client: redis.Redis) -> dict[str, set[int]]:
+    return {k.decode(): {int(n) for n in v.decode().split(",") if n}
+            for k, v in client.hgetall(SHARD_MAP).items()}
+
+
+def intent_sources(client: redis.Redis, after: str = "-") -> dict[str, set[str]]:
+    """symbol -> the replicas that sent intents for it (from the envelopes' source)."""
+    out: dict[str, set[str]] = {}
+    for _id, fields in client.xrange(streams.INTENTS, min=after):
+        envelope = decode(fields[FIELD])
+        out.setdefault(envelope.payload.symbol, set()).add(envelope.source)  # type: ignore[attr-defined]
+    return out
+
+
+def test_shards_split_between_replicas_and_taken_over_when_one_dies(
+    service_env: dict[str, str], sessions: sessionmaker[Session], redis_client: redis.Redis
+) -> None:
+    home = private_dir("ratchet-test-shards-")
+    env = {**service_env, "RATCHET_HOME": str(home), "RATCHET_SIM_SEED": "5", "RATCHET_SIM_SPEED": "900",
+           "RATCHET_SIM_TICK_INTERVAL_S": "15", "RATCHET_TICK_SHARDS": str(SHARDS),
+           "RATCHET_EXECUTION__UNKNOWN_SETTLE_S": "1", "RATCHET_EXECUTION__INTENT_RESEND_S": "3"}
+    system = ServiceProcesses(env, home / "logs")
+    try:
+        system.start("marketdata")
+        system.start("execution")
+        system.start("strategy", "strategy-0", RATCHET_REPLICA="0")
+        system.start("strategy", "strategy-1", RATCHET_REPLICA="1")
+
+        def split() -> bool:
+            owned = shard_map(redis_client)
+            return set(owned) == {"0", "1"} and owned["0"].isdisjoint(owned["1"]) \
+                and owned["0"] | owned["1"] == set(range(SHARDS))
+
+        wait_for(split, 120, "both replicas owning disjoint shards")
+        wait_for(lambda: scalar(sessions, "SELECT count(*) FROM orders") >= 10, 180, "orders")
+        owned = shard_map(redis_client)
+        with sessions() as session:
+            tokens = dict(session.execute(select(Instrument.tradingsymbol, Instrument.token)).all())
+        owner_of = {s: next(r for r, sh in owned.items() if streams.tick_shard(t, SHARDS) in sh)
+                    for s, t in tokens.items()}
+        for symbol, sources in intent_sources(redis_client).items():
+            assert sources == {f"strategy-{owner_of[symbol]}"}, (symbol, sources)
+
+        last_id = redis_client.xrevrange(streams.INTENTS, count=1)[0][0].decode()
+        system.procs["strategy-1"].kill()
+        system.procs["strategy-1"].wait()
+        wait_for(lambda: shard_map(redis_client).get("0") == set(range(SHARDS)), 60, "the takeover")
+        orphaned = {s for s, r in owner_of.items() if r == "1"}
+        wait_for(lambda: any(s in orphaned for s in intent_sources(redis_client, f"({last_id}")), 120,
+                 "intents for a taken-over symbol")
+        after = intent_sources(redis_client, f"({last_id}")
+        assert all(sources <= {"strategy-0"} for sources in after.values()), after
+        system.stop("marketdata")
+
+        def settled() -> bool:
+            return scalar(sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
+                                    "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
+                sessions, "SELECT count(*) FROM trades WHERE status = 'PENDING'") == 0
+
+        wait_for(settled, 120, "every intent settled")
+    finally:
+        system.stop_all()
+    sent = scalar(sessions, "SELECT count(DISTINCT msg_id) FROM outbox WHERE source = 'strategy' "
+                            "AND data LIKE '{\"type\":\"PlaceOrder\"%'")
+    assert sent > 0 and scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY'") == sent
+    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
+                            "GROUP BY tag HAVING count(*) > 1) d") == 0
