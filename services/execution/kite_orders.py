@@ -66,11 +66,23 @@ class OrderUpdateTicker:
 
         ticker = KiteTicker(self.api_key, access_token, root=self.ws_root, reconnect_max_delay=5,
                             reconnect_max_tries=300)
+
+        def current() -> bool:  # a replaced connection's last callbacks are not news
+            return self._ticker is ticker
+
+        def on_connect(_ws: Any, _response: Any) -> None:
+            if current():
+                self.connected.set()
+                log.info("order updates connected")
+
+        def on_down(_ws: Any, _code: Any, _reason: Any) -> None:
+            if current():
+                self.connected.clear()
+
         ticker.on_order_update = lambda _ws, data: self.sink(data)
-        ticker.on_connect = lambda _ws, _resp: (self.connected.set(),
-                                                log.info("order updates connected"))
-        ticker.on_close = lambda _ws, code, _reason: self.connected.clear()
-        ticker.on_error = lambda _ws, code, _reason: self.connected.clear()
+        ticker.on_connect = on_connect
+        ticker.on_close = on_down
+        ticker.on_error = on_down
         with self._lock:
             old, self._ticker = self._ticker, ticker
         if old is not None:

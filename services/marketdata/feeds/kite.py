@@ -113,15 +113,21 @@ class TickerLink:
         self._lock = threading.Lock()
 
     def _on_connect(self, ws: Any, _response: Any) -> None:
+        if ws is not self.ticker:
+            return  # a replaced connection
         self.connects += 1
         if not ws.subscribed_tokens:  # first connect; the SDK resubscribes on reconnects
             ws.subscribe(self.tokens)
             ws.set_mode(ws.MODE_FULL, self.tokens)
         self.inbox.put(("connected", self.connects))
 
-    def _on_message(self, _ws: Any, payload: bytes, binary: bool) -> None:
-        if binary and len(payload) > 4:
+    def _on_message(self, ws: Any, payload: bytes, binary: bool) -> None:
+        if binary and len(payload) > 4 and ws is self.ticker:
             self.inbox.put(payload)
+
+    def _on_down(self, ws: Any, code: Any, _reason: Any) -> None:
+        if ws is self.ticker:
+            self.inbox.put(("closed", code))
 
     def connect(self, access_token: str) -> None:
         from kiteconnect import KiteTicker
@@ -131,8 +137,8 @@ class TickerLink:
                             reconnect_max_delay=self.max_delay_s, reconnect_max_tries=300)
         ticker.on_connect = self._on_connect
         ticker.on_message = self._on_message
-        ticker.on_close = lambda _ws, code, _reason: self.inbox.put(("closed", code))
-        ticker.on_error = lambda _ws, code, _reason: self.inbox.put(("closed", code))
+        ticker.on_close = self._on_down
+        ticker.on_error = self._on_down
         ticker.on_noreconnect = lambda _ws: log.error("ticker gave up reconnecting")
         with self._lock:
             old, self.ticker = self.ticker, ticker

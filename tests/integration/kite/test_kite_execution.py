@@ -137,3 +137,46 @@ def test_lost_gtt_create_is_adopted_not_doubled(execution, reconciler, sessions,
     assert gtt.state == GttState.ACTIVE and gtt.trigger_id
     live = [g for g in broker.gtts() if g.symbol == "ITC" and g.status.value == "active"]
     assert [g.trigger_id for g in live] == [gtt.trigger_id]
+
+
+def test_not_found_means_not_placed_only_after_the_settle_window(
+    execution, reconciler, sessions, broker, sim
+):
+    """A 503 before Kite took the order: UNKNOWN; absent from the book it is left alone until the
+    settle window has passed, then sent again with the same tag: one order in the end."""
+    intent = buy(broker, "HDFCBANK", bar="1045")
+    sim.fault(kind="error", status=503, count=1, paths=["/orders"], methods=["POST"])
+    execution.place_order(intent)
+    assert order_row(sessions, intent.intent_id).state == OrderState.UNKNOWN
+    reconciler.run_once()  # inside the settle window: not found is not yet "not placed"
+    row = order_row(sessions, intent.intent_id)
+    assert row.state == OrderState.UNKNOWN and sim_orders_with_tag(broker, row.tag) == 0
+    time.sleep(1.2)
+    reconciler.run_once()
+    row = order_row(sessions, intent.intent_id)
+    assert row.state == OrderState.FILLED and row.attempts == 2
+    assert sim_orders_with_tag(broker, row.tag) == 1
+
+
+def test_account_check_alerts_when_the_broker_holds_less(execution, sessions, broker):
+    from services.execution.kite_orders import AccountCheck
+    from shared.store.models import AlertRecord
+
+    intent = buy(broker, "ICICIBANK", qty=2, bar="1100")
+    execution.place_order(intent)
+    check = AccountCheck(broker, sessions)
+    check.run_once()
+    assert check.last == {}  # Ratchet's leg and the account agree
+    with sessions.begin() as session:  # a leg Ratchet believes open that the account lacks
+        session.add(Order(intent_id="momentum:NSE:ICICIBANK:x:2:buy", tag="Rghost", exchange="NSE",
+                          symbol="ICICIBANK", ladder_id="x", leg=2, side="BUY", qty=5,
+                          order_type="MARKET", product="CNC", ref_price=Decimal("1"),
+                          adds_risk=True, state=OrderState.FILLED, filled_qty=5, history=[]))
+    check.run_once()  # seen once: could be an exit in flight
+    with sessions() as session:
+        assert not session.scalars(select(AlertRecord)).all()
+    check.run_once()
+    with sessions() as session:
+        alerts = session.scalars(select(AlertRecord)).all()
+    assert [a.code for a in alerts] == ["holdings_mismatch"]
+    assert "hold 7" in alerts[0].message
