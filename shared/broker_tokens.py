@@ -246,12 +246,13 @@ class HaltSwitch:
     def off(self) -> bool:
         """Clear this service's halt of this kind; True when one was active."""
         with self.sessions.begin() as session:
-            cleared = session.execute(
+            cleared = session.scalars(
                 update(HaltRecord)
                 .where(HaltRecord.active.is_(True), HaltRecord.kind == self.kind,
                        HaltRecord.by == self.by)
                 .values(active=False, cleared_at=datetime.now(UTC), cleared_by=self.by)
-            ).rowcount
+                .returning(HaltRecord.id)
+            ).all()
         return bool(cleared)
 
     def alert(self, level: str, code: str, message: str) -> None:

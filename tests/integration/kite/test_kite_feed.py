@@ -45,14 +45,16 @@ def marketdata(sim: Sim, service_env: dict[str, str], sessions: sessionmaker[Ses
                redis_client: redis.Redis, tmp_path: Path, request: pytest.FixtureRequest,
                ) -> Iterator[ServiceProcesses]:
     key = new_key()
-    TokenStore(sessions, key).save(API_KEY, sim.login(), "SIM001")
-    extra = getattr(request, "param", {})
+    extra = dict(getattr(request, "param", {}))
+    if not extra.pop("no_token", False):
+        TokenStore(sessions, key).save(API_KEY, sim.login(), "SIM001")
     env = {**service_env, "RATCHET_FEED": "kite-sim", "RATCHET_KITE_ROOT": sim.root,
            "RATCHET_KITE_WS_ROOT": sim.ws_root, "RATCHET_KITE_API_KEY": API_KEY,
            "RATCHET_KITE_API_SECRET": API_SECRET, KEY_ENV: key,
            "RATCHET_MARKETDATA__HISTORY_BARS": "60", **extra}
     sim.admin("DELETE", "/faults")
     system = ServiceProcesses(env, tmp_path / "logs")
+    system.key = key  # type: ignore[attr-defined]
     system.start("marketdata")
     try:
         yield system
@@ -190,3 +192,23 @@ def test_stalled_ticks_halt_entries_until_they_resume(
     assert buy(2).state == OrderState.FILLED
     wait_for(lambda: (s := status(redis_client))["gaps"] >= 1 and s["pending"] == 0
              and s["stale"] == 0, 20, "the stall's bars backfilled")
+
+
+@pytest.mark.parametrize("marketdata", [{"no_token": True}], indirect=True)
+def test_no_token_is_a_halt_and_a_clear_message_until_login(
+    marketdata: ServiceProcesses, redis_client: redis.Redis, sessions: sessionmaker[Session],
+    sim: Sim,
+) -> None:
+    def token_halts() -> list[HaltRecord]:
+        with sessions() as session:
+            return list(session.scalars(select(HaltRecord).where(
+                HaltRecord.kind == "token_expired", HaltRecord.by == "marketdata")))
+
+    wait_for(lambda: any(h.active for h in token_halts()), 20, "the token halt")
+    assert "ratchet kite login" in token_halts()[0].reason
+    wait_for(lambda: "run `ratchet kite login`" in marketdata.log_tail("marketdata"), 10,
+             "the message in the log")
+    assert "Traceback" not in marketdata.log_tail("marketdata", 200)
+    TokenStore(sessions, marketdata.key).save(API_KEY, sim.login(), "SIM001")  # type: ignore[attr-defined]
+    started(marketdata, redis_client)
+    assert not any(h.active for h in token_halts())
