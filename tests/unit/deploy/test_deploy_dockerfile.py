@@ -150,6 +150,7 @@ def ignored(path: str) -> bool:
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
     sources = ["pyproject.toml", "ratchet/cli.py", "shared/config.py", "services/api/main.py",
+               "backtest/core.py",
                "shared/store/migrations/env.py", "deploy/healthcheck.py", "deploy/Dockerfile"]
     for path in sources:
         assert not ignored(path), path
