@@ -242,7 +242,8 @@ def connect_kite(settings: Settings, sessions: sessionmaker[Session]) -> KiteCon
     """The KiteBroker with its token from the encrypted store (halted, with a clear message, when
     there is none or it has expired)."""
     store = TokenStore(sessions, key_from_env())
-    broker = KiteBroker(settings.kite_api_key, None, settings.kite_root)
+    broker = KiteBroker(settings.kite_api_key, None, settings.kite_root,
+                        orders_per_second=settings.execution.orders_per_second)
     links = KiteConnections(broker, TokenWatch(store, settings.kite_api_key, "execution",
                                                on_token=lambda token: None))
 

@@ -126,6 +126,34 @@ def gtt_from_kite(data: dict[str, Any]) -> BrokerGtt:
     )
 
 
+class OrderPacer:
+    """At most ``per_second`` order requests in any rolling second from this process (Kite counts
+    a sliding second and answers 429 past 10; the shared order budget counts whole seconds)."""
+
+    def __init__(self, per_second: int, window_s: float = 1.05,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.per_second = per_second
+        self.window_s = window_s
+        self.clock = clock
+        self.sleep = sleep
+        self._sent: list[float] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if self.per_second <= 0:
+            return
+        while True:
+            with self._lock:
+                now = self.clock()
+                self._sent = [t for t in self._sent if now - t < self.window_s]
+                if len(self._sent) < self.per_second:
+                    self._sent.append(now)
+                    return
+                wait = self.window_s - (now - self._sent[0])
+            self.sleep(max(wait, 0.001))
+
+
 @dataclass
 class KiteStats:
     calls: int = 0
@@ -150,6 +178,7 @@ class KiteBroker(BrokerInterface):
         read_attempts: int = 3,
         orders_cache_s: float = 0.5,
         on_auth_error: Callable[[str], None] | None = None,
+        orders_per_second: int = 10,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api_key = api_key
@@ -160,6 +189,7 @@ class KiteBroker(BrokerInterface):
         self.on_auth_error = on_auth_error
         self.sleep = sleep
         self.stats = KiteStats()
+        self.pacer = OrderPacer(orders_per_second)
         self._token = access_token
         self._local = threading.local()
         self._orders_lock = threading.Lock()
@@ -268,6 +298,7 @@ class KiteBroker(BrokerInterface):
             raise BrokerRejected(f"{request.order_type} order without a price")
         if request.algo_id:
             params["algo_id"] = request.algo_id
+        self.pacer.acquire()
         order_id = str(self._write(f"place {request.side} {request.symbol}",
                                    lambda k: k.place_order(**params)))
         self._orders_cache = None
@@ -293,10 +324,12 @@ class KiteBroker(BrokerInterface):
             params["price"] = rupees_text(price)
         if order_type is not None:
             params["order_type"] = order_type
+        self.pacer.acquire()
         self._write(f"modify order {order_id}", lambda k: k.modify_order(**params))
         self._orders_cache = None
 
     def cancel_order(self, order_id: str) -> None:
+        self.pacer.acquire()
         self._write(f"cancel order {order_id}", lambda k: k.cancel_order(VARIETY, order_id))
         self._orders_cache = None
 

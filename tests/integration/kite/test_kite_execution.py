@@ -116,7 +116,7 @@ def test_burst_meeting_429s_is_queued_and_all_sent_once(
     assert sim.state()["faults"]["hits"].get("error", 0) == 6
     book = [o for o in broker.orders() if o.tag in {r.tag for r in rows}]
     assert len(book) == len(intents)  # none dropped, none doubled
-    assert broker.stats.rate_limited >= 6
+    assert broker.stats.rate_limited == 6  # only the injected ones: the rest kept to 10/s
 
 
 def test_lost_gtt_create_is_adopted_not_doubled(execution, reconciler, sessions, broker, sim):
