@@ -32,6 +32,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync"]
 ADMIN, VIEWER = ("ada", "admin-password-1"), ("val", "viewer-password-1")
 LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:")
+ROTATE_S = 15.0  # chart another symbol when no stop of this one moved for so long
 
 
 def _playwright() -> Any:
@@ -76,16 +77,19 @@ def log_in(page: Any, base: str, user: tuple[str, str]) -> None:
 
 def watch_a_stop_rise(page: Any, shot: Any, deadline: float) -> tuple[str, float, float]:
     """Chart a symbol with an open leg, read that leg's stop from the chart, and wait until a
-    leg's stop on the chart is higher than first read. A leg may exit before its stop moves;
-    then another symbol is charted."""
+    leg's stop on the chart is higher than first read. A leg may exit, or sit still, before its
+    stop moves; then the next symbol is charted."""
     first: dict[str, float] = {}
-    charted = None
+    charted, since, turn = None, time.monotonic(), 0
     while time.monotonic() < deadline:
         legs = page.evaluate("window.ratchet.legs()")
         symbol = page.evaluate("window.ratchet.chartSymbol()")
-        if symbol not in {leg["symbol"] for leg in legs} and legs:
-            page.locator(f'#legs tr[data-trade="{legs[0]["trade_id"]}"]').click()
-            symbol = legs[0]["symbol"]
+        stale = time.monotonic() - since > ROTATE_S
+        if legs and (symbol not in {leg["symbol"] for leg in legs} or stale):
+            turn += 1
+            pick = legs[turn % len(legs)]
+            page.locator(f'#legs tr[data-trade="{pick["trade_id"]}"]').click()
+            symbol, since = pick["symbol"], time.monotonic()
             first.clear()
         for leg in [g for g in legs if g["symbol"] == symbol]:
             price = stop_on_chart(page, leg["trade_id"])
@@ -93,7 +97,7 @@ def watch_a_stop_rise(page: Any, shot: Any, deadline: float) -> tuple[str, float
                 continue
             if leg["trade_id"] not in first:
                 first[leg["trade_id"]] = price
-                if charted != symbol:
+                if charted is None:
                     charted = symbol
                     assert price == stop_in_table(page, leg["trade_id"])
                     shot("2-stop-on-chart")

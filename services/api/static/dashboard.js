@@ -78,6 +78,43 @@ function legFromPosition(p) {
   return { ...p, trade_id: `${p.ladder_id}:${p.leg}`, entry_time_ms: null };
 }
 
+// Rows are kept by leg and updated in place (moved only when the order changes), so a row being
+// clicked is never swapped for a new one under the pointer.
+const legRows = new Map(); // trade_id -> tr
+
+function legRow(leg) {
+  const tr = document.createElement("tr");
+  tr.dataset.trade = leg.trade_id;
+  tr.dataset.symbol = leg.symbol;
+  for (const cls of ["symbol", "num leg", "num qty", "num entry", "num ltp", "num stop", "num target",
+    "num pnl", "num pnl-pct", "actions"]) cell(tr, "", cls);
+  if (roleAllows("trader")) {
+    const exit = document.createElement("button");
+    exit.type = "button";
+    exit.textContent = "Exit";
+    exit.className = "small";
+    exit.addEventListener("click", (event) => {
+      event.stopPropagation();
+      const l = state.legs.get(leg.trade_id) || leg;
+      confirmThen(`Exit ${l.symbol} P${l.leg}?`,
+        `Sell ${l.qty} ${l.symbol} at market now (leg ${l.trade_id}).`, null,
+        () => api(`legs/${encodeURIComponent(l.trade_id)}/exit`, { method: "POST" }));
+    });
+    tr.lastChild.appendChild(exit);
+  }
+  return tr;
+}
+
+function fillRow(tr, leg, first) {
+  const texts = [first ? leg.symbol : "", `P${leg.leg}`, String(leg.qty), fmt(leg.entry_price),
+    fmt(leg.ltp), fmt(leg.stop), fmt(leg.target), fmt(leg.pnl), pct(leg.pnl_pct)];
+  texts.forEach((text, i) => { if (tr.cells[i].textContent !== text) tr.cells[i].textContent = text; });
+  tr.cells[7].className = `num pnl ${sign(leg.pnl)}`;
+  tr.cells[8].className = `num pnl-pct ${sign(leg.pnl_pct)}`;
+  tr.classList.toggle("ladder-start", first);
+  tr.classList.toggle("selected", leg.symbol === state.chartSymbol);
+}
+
 function renderLegs() {
   const legs = [...state.legs.values()].sort((a, b) =>
     a.symbol.localeCompare(b.symbol) || a.ladder_id.localeCompare(b.ladder_id) || a.leg - b.leg);
@@ -85,40 +122,19 @@ function renderLegs() {
   const rows = [];
   let ladder = null;
   for (const leg of legs) {
-    const tr = document.createElement("tr");
-    tr.dataset.trade = leg.trade_id;
-    tr.dataset.symbol = leg.symbol;
-    if (leg.symbol === state.chartSymbol) tr.classList.add("selected");
-    const first = leg.ladder_id !== ladder;
+    let tr = legRows.get(leg.trade_id);
+    if (!tr) { tr = legRow(leg); legRows.set(leg.trade_id, tr); }
+    fillRow(tr, leg, leg.ladder_id !== ladder);
     ladder = leg.ladder_id;
-    if (first) tr.classList.add("ladder-start");
-    cell(tr, first ? leg.symbol : "", "symbol");
-    cell(tr, `P${leg.leg}`, "num");
-    cell(tr, String(leg.qty), "num");
-    cell(tr, fmt(leg.entry_price), "num entry");
-    cell(tr, fmt(leg.ltp), "num ltp");
-    cell(tr, fmt(leg.stop), "num stop");
-    cell(tr, fmt(leg.target), "num target");
-    cell(tr, fmt(leg.pnl), `num pnl ${sign(leg.pnl)}`);
-    cell(tr, pct(leg.pnl_pct), `num pnl-pct ${sign(leg.pnl_pct)}`);
-    const actions = cell(tr, "", "actions");
-    if (roleAllows("trader")) {
-      const exit = document.createElement("button");
-      exit.type = "button";
-      exit.textContent = "Exit";
-      exit.className = "small";
-      exit.addEventListener("click", (event) => {
-        event.stopPropagation();
-        confirmThen(`Exit ${leg.symbol} P${leg.leg}?`,
-          `Sell ${leg.qty} ${leg.symbol} at market now (leg ${leg.trade_id}).`, null,
-          () => api(`legs/${encodeURIComponent(leg.trade_id)}/exit`, { method: "POST" }));
-      });
-      actions.appendChild(exit);
-    }
-    tr.addEventListener("click", () => chooseSymbol(leg.symbol));
     rows.push(tr);
   }
-  body.replaceChildren(...rows);
+  for (const [id, tr] of legRows) {
+    if (!state.legs.has(id)) { tr.remove(); legRows.delete(id); }
+  }
+  const current = [...body.children];
+  if (current.length !== rows.length || rows.some((tr, i) => current[i] !== tr)) {
+    body.replaceChildren(...rows);
+  }
   $("no-legs").hidden = legs.length > 0;
   $("open-legs").textContent = String(legs.length);
   const deployed = legs.reduce((s, l) => s + (l.entry_price || 0) * l.qty, 0);
@@ -444,6 +460,8 @@ function signedOut(message) {
   sessionStorage.removeItem(KEY_STORE);
   state.auth = null;
   state.legs = new Map();
+  legRows.clear();
+  $("legs").querySelector("tbody").replaceChildren();
   $("login").hidden = false;
   $("board").hidden = true;
   $("signout").hidden = true;
@@ -522,6 +540,10 @@ document.addEventListener("DOMContentLoaded", () => {
     signedOut("");
   });
   $("chart-symbol").addEventListener("change", (e) => chooseSymbol(e.target.value));
+  $("legs").querySelector("tbody").addEventListener("click", (e) => {
+    const row = e.target.closest("tr");
+    if (row) chooseSymbol(row.dataset.symbol);
+  });
   for (const box of document.querySelectorAll(".filters input")) {
     box.addEventListener("change", () => {
       if (box.checked) state.logKinds.add(box.value); else state.logKinds.delete(box.value);
