@@ -166,7 +166,8 @@ def create_app(
         version=VERSION,
         description="Positions, ladders, trades, orders, PnL and controls of a Ratchet system. "
         "Send an API key in the `X-API-Key` header. Prices are rupees. "
-        "Errors are RFC 9457 problem details.",
+        "Errors are RFC 9457 problem details. Live feed: the WebSocket `/api/v1/ws` (ticks, "
+        "candles, orders, GTTs, legs, alerts, PnL, status; see services/api/routers/ws.py).",
         lifespan=lifespan,
     )
     app.state.ctx = ctx

@@ -269,3 +269,17 @@ def test_a_revoked_key_ends_its_open_feed(
                 ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "no longer valid" in closed.value.rcvd.reason
+
+
+def test_a_full_server_refuses_the_next_client_with_503(
+    live_api: LiveApi, viewer_key: str
+) -> None:
+    from services.api.hub import HubOptions
+
+    live_api.hub.options = HubOptions(max_clients=1, queue_limit=50, read_count=10)
+    headers = {"X-API-Key": viewer_key}
+    with open_ws(live_api.ws, additional_headers=headers) as first:
+        recv(first)
+        assert refused(live_api.ws, additional_headers=headers) == 503
+    with pytest.raises(ValueError):
+        HubOptions(queue_limit=10, read_count=10)
