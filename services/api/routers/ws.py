@@ -91,7 +91,7 @@ async def _deny(websocket: WebSocket, problem: ApiProblem) -> None:
     try:
         await websocket.send_denial_response(response)
     except RuntimeError:  # a server without the denial extension: a plain 403
-        await websocket.close(code=1008, reason=problem.detail[:120])
+        await websocket.close(code=1008, reason=(problem.detail or "")[:120])
 
 
 def _error(sub: Subscriber, detail: str) -> None:
