@@ -134,14 +134,29 @@ class Execution:
 
     def place_order(self, intent: PlaceOrder) -> None:
         """Record the intent, run the guards and commit SUBMITTED in one transaction — all before
-        the broker is called; a redelivered intent finds its row and goes no further."""
+        the broker is called; a redelivered intent finds its row and goes no further, except that
+        a settled one is answered again (its producer re-sends because it never heard back)."""
         with self.sessions.begin() as session:
             order = self._recorded(session, intent, intent.side.value, intent.qty, intent.ref_price, True)
+            if order.state in (OrderState.FILLED, OrderState.REJECTED, OrderState.CANCELLED):
+                self._answer_again(session, order, intent.ts_ms)
             submitted = order.state == OrderState.NEW and self._guard(session, order, intent.ts_ms)
             order_id = order.id
         if submitted:
             self.faults.point("after_intent_commit")
             self.submit(order_id, intent.ts_ms)
+
+    def _answer_again(self, session: Session, order: Order, ts_ms: int) -> None:
+        """Re-send a settled order's outcome under its first message id (consumers dedupe), for
+        a producer whose first answer was lost (e.g. with the last second of a crashed Redis)."""
+        if order.state == OrderState.FILLED:
+            price = to_paise(order.average_price if order.average_price is not None else order.ref_price)
+            ledger.emit(session, OrderFilled(**self._leg(order, ts_ms), order_id=order.broker_order_id or "",
+                                             side=order.side, qty=order.filled_qty, price=price),
+                        msg_id=f"{order.intent_id}:filled", ts_ms=ts_ms)
+        else:
+            ledger.emit(session, OrderRejected(**self._leg(order, ts_ms), reason=order.reason or order.state),
+                        msg_id=f"{order.intent_id}:rejected", ts_ms=ts_ms)
 
     def exit_leg(self, intent: ExitLeg) -> None:
         """Sell a leg now: first take its GTT down (confirmed), then sell at market. The exit is
@@ -441,6 +456,13 @@ class Execution:
                 session.add(gtt)
                 session.flush()
             session.refresh(gtt, with_for_update=True)  # one replica at a time past this point
+            if gtt.state == GttState.ACTIVE and gtt.intent_id == intent.intent_id:
+                ledger.emit(  # answered again: the producer never heard back
+                    session,
+                    GttPlaced(**self._gtt_leg(gtt, intent.ts_ms), trigger_id=gtt.trigger_id or "",
+                              trigger=to_paise(gtt.trigger_price),
+                              target=to_paise(gtt.target_price) if gtt.target_price is not None else None),
+                    msg_id=f"{gtt.intent_id}:placed", ts_ms=intent.ts_ms)
             if gtt.state != GttState.NEW:
                 return
             state = ledger.risk_state(session, self._today_start(intent.ts_ms), None, gtt.id)
