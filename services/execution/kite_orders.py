@@ -21,15 +21,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
-from services.execution.brokers.base import BrokerError, BrokerGtt
+from services.execution.brokers.base import BrokerError
 from services.execution.brokers.kite import KiteBroker, order_from_kite
 from services.execution.processor import Execution
 from services.execution.reconciler import Reconciler
-from services.execution.states import GttState, OrderState
+from services.execution.states import OrderState
 from shared.broker_tokens import IST, TokenStore, TokenWatch, key_from_env
 from shared.config import Settings
 from shared.contracts.messages import AlertLevel
-from shared.store.models import Gtt, Order
+from shared.store.models import Order
 
 log = logging.getLogger("ratchet.execution.kite")
 
@@ -102,55 +102,13 @@ class OrderUpdateTicker:
 
 
 @dataclass
-class GttFollower:
-    """Triggered GTTs whose leg is still open are looked at again until the leg is closed: the
-    exit is recorded once the child fills, or the reconciler's fallback exit runs when it fails.
-    (The reconciler looks at a GTT when it sees it trigger; a child still working then is
-    followed from here.)"""
-
-    reconciler: Reconciler
-    sessions: sessionmaker[Session]
-    broker: KiteBroker
-
-    def run_once(self) -> None:
-        with self.sessions() as session:
-            rows = [g for g in session.scalars(select(Gtt).where(Gtt.state == GttState.TRIGGERED))
-                    if self._leg_open(session, g) and not self._fallback_sent(session, g)]
-        if not rows:
-            return
-        try:
-            at_broker = {g.trigger_id: g for g in self.broker.gtts()}
-        except BrokerError as exc:
-            log.warning("triggered GTTs not followed this time", extra={"error": str(exc)})
-            return
-        for row in rows:
-            found: BrokerGtt | None = at_broker.get(row.trigger_id or "")
-            if found is not None:
-                try:
-                    self.reconciler.on_triggered(row.id, found, self.reconciler.now_ms())
-                except BrokerError as exc:
-                    log.warning("triggered GTT not followed", extra={"trigger_id": row.trigger_id,
-                                                                     "error": str(exc)})
-        self.reconciler.relay.flush()
-
-    @staticmethod
-    def _leg_open(session: Session, gtt: Gtt) -> bool:
-        buy = ledger.buy_order_of_leg(session, gtt.ladder_id, gtt.leg)
-        return buy is not None and buy.leg_closed_at is None
-
-    @staticmethod
-    def _fallback_sent(session: Session, gtt: Gtt) -> bool:
-        return session.scalars(select(Order.id).where(
-            Order.intent_id == f"{gtt.intent_id}:fallback-exit")).first() is not None
-
-
-@dataclass
 class OrderUpdates:
     """Applies order updates from the ticker: ours (by tag) at once; a GTT's child order wakes the
-    follower. Runs in its own worker thread; the Twisted thread only enqueues."""
+    reconciler, which follows triggered GTTs to their exit. Runs in its own worker thread; the
+    Twisted thread only enqueues."""
 
     execution: Execution
-    follower: GttFollower
+    reconciler: Reconciler
     inbox: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     applied: int = 0
 
@@ -181,7 +139,7 @@ class OrderUpdates:
                 self.execution.apply_broker_order(row.id, update, ts_ms)
                 self.applied += 1
         if update.gtt_trigger_id:
-            self.follower.run_once()
+            self.reconciler.run_once()
 
 
 @dataclass

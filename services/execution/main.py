@@ -10,7 +10,6 @@ from services.execution.control import ControlHandler
 from services.execution.faults import FaultPoints
 from services.execution.kite_orders import (
     AccountCheck,
-    GttFollower,
     KiteConnections,
     OrderUpdates,
     connect_kite,
@@ -39,14 +38,12 @@ def build_broker(settings: Settings, runtime: ServiceRuntime) -> BrokerInterface
 def start_kite(runtime: ServiceRuntime, settings: Settings, kite: KiteConnections,
                execution: Execution, reconciler: Reconciler) -> None:
     """Order updates from execution's own ticker connection (polling stays the fallback), the
-    triggered GTTs followed to their exit, the token watched, the account checked now and every
+    token watched, the account checked now and every
     minute."""
-    follower = GttFollower(reconciler, execution.sessions, kite.broker)
-    updates = OrderUpdates(execution, follower)
+    updates = OrderUpdates(execution, reconciler)
     start_order_updates(kite, settings, updates)
     runtime.spawn("order-updates", updates.run)
     runtime.every("token", 10.0, kite.watch.check)
-    runtime.every("gtt-follow", 1.0, follower.run_once)
     account = AccountCheck(kite.broker, execution.sessions)
     account.run_once()
     runtime.every("account", settings.execution.reconcile_seconds, account.run_once)

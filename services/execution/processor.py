@@ -469,16 +469,12 @@ class Execution:
             reason = check_gtt_create(state, self.limits())
             if reason is not None:
                 ledger.move_gtt(session, gtt, GttEvent.REJECT, reason=reason.value)
-                ledger.raise_alert(
-                    session, AlertLevel.CRITICAL, "gtt_refused",
-                    f"no stop for {intent.symbol} leg {intent.leg}: {reason.value}",
-                    ts_ms=intent.ts_ms, symbol=intent.symbol, ladder_id=intent.ladder_id,
-                    intent_id=intent.intent_id,
-                )
-                return
-            if not ledger.move_gtt(session, gtt, GttEvent.SUBMIT, submitted_at=ledger.utcnow()):
+            elif not ledger.move_gtt(session, gtt, GttEvent.SUBMIT, submitted_at=ledger.utcnow()):
                 return
             gtt_id = gtt.id
+        if reason is not None:
+            self.exit_unprotected(gtt, f"no stop could be placed ({reason.value})", intent.ts_ms)
+            return
         self.submit_gtt(gtt_id, intent.ts_ms)
 
     def _asked_stop(self, session: Session, intent: PlaceGtt) -> int:
@@ -502,12 +498,9 @@ class Execution:
         except BrokerRejected as exc:
             with self.sessions.begin() as session:
                 row = session.get(Gtt, gtt_id)
-                if row is not None and ledger.move_gtt(session, row, GttEvent.REJECT, reason=str(exc)):
-                    ledger.raise_alert(
-                        session, AlertLevel.CRITICAL, "gtt_rejected",
-                        f"broker refused the stop of {row.symbol} leg {row.leg}: {exc}",
-                        ts_ms=ts_ms, symbol=row.symbol, ladder_id=row.ladder_id, intent_id=row.intent_id,
-                    )
+                refused = row is not None and ledger.move_gtt(session, row, GttEvent.REJECT, reason=str(exc))
+            if refused and row is not None:
+                self.exit_unprotected(row, f"the broker refused its stop: {exc}", ts_ms)
             return
         except BrokerError as exc:
             with self.sessions.begin() as session:
@@ -614,8 +607,40 @@ class Execution:
                         ts_ms=ts,
                     )
 
+    def exit_unprotected(self, gtt: Gtt, why: str, ts_ms: int) -> None:
+        """A leg whose stop cannot be placed (the price already ran through it, the GTT cap) is
+        not left open without one: it is sold at market, with a critical alert."""
+        if self._fallback_recorded(gtt):
+            return
+        with self.sessions.begin() as session:
+            ledger.raise_alert(
+                session, AlertLevel.CRITICAL, "gtt_refused",
+                f"{gtt.symbol} leg {gtt.leg}: {why}; exiting at market",
+                ts_ms=ts_ms, symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=gtt.intent_id,
+            )
+        self._exit_at_market(gtt, gtt.qty, ExitReason.STOP, ts_ms)
+
     def fallback_exit(self, gtt: Gtt, qty: int, child: BrokerOrder | None, ts_ms: int) -> None:
         """Exit at market (market-protected) after a triggered GTT's limit order failed."""
+        if self._fallback_recorded(gtt):
+            return  # sent already; the reconciler follows it
+        with self.sessions.begin() as session:
+            status = child.status if child is not None else "missing"
+            ledger.raise_alert(
+                session, AlertLevel.CRITICAL, "gtt_child_unfilled",
+                f"the stop of {gtt.symbol} leg {gtt.leg} triggered but its limit order is {status}; "
+                f"exiting {qty} at market",
+                ts_ms=ts_ms, symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=gtt.intent_id,
+            )
+        self._exit_at_market(gtt, qty, ExitReason.GTT_UNFILLED, ts_ms)
+
+    def _fallback_recorded(self, gtt: Gtt) -> bool:
+        with self.sessions() as session:
+            return session.scalars(select(Order.id).where(
+                Order.intent_id == f"{gtt.intent_id}:fallback-exit")).first() is not None
+
+    def _exit_at_market(self, gtt: Gtt, qty: int, reason: ExitReason, ts_ms: int) -> None:
+        """Sell a protected leg's quantity at market under one deterministic intent id."""
         intent = ExitLeg(
             intent_id=f"{gtt.intent_id}:fallback-exit",
             strategy="execution",
@@ -625,18 +650,10 @@ class Execution:
             leg=gtt.leg,
             ts_ms=ts_ms,
             qty=qty,
-            ref_price=to_paise(gtt.trigger_price),
-            reason=ExitReason.GTT_UNFILLED,
+            ref_price=to_paise(gtt.last_price if reason == ExitReason.STOP else gtt.trigger_price),
+            reason=reason,
         )
         order_id = self._record_order(intent, "SELL", qty, intent.ref_price, False)
-        with self.sessions.begin() as session:
-            status = child.status if child is not None else "missing"
-            ledger.raise_alert(
-                session, AlertLevel.CRITICAL, "gtt_child_unfilled",
-                f"the stop of {gtt.symbol} leg {gtt.leg} triggered but its limit order is {status}; "
-                f"exiting {qty} at market",
-                ts_ms=ts_ms, symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=intent.intent_id,
-            )
         self._guard_and_submit(order_id, ts_ms)
 
     def record_gtt_exit(self, gtt_id: int, exit_order: BrokerOrder, ts_ms: int) -> None:

@@ -129,10 +129,19 @@ class Reconciler:
         with self.sessions() as session:
             ours = list(session.scalars(select(Gtt).where(Gtt.state.in_(
                 [GttState.SUBMITTED, GttState.UNKNOWN, GttState.ACTIVE])).order_by(Gtt.id)))
+            # Triggered, but the leg is not closed yet: its limit order is being followed.
+            following = list(session.scalars(
+                select(Gtt).join(Order, (Order.ladder_id == Gtt.ladder_id) & (Order.leg == Gtt.leg))
+                .where(Gtt.state == GttState.TRIGGERED, Order.side == "BUY",
+                       Order.state == OrderState.FILLED, Order.leg_closed_at.is_(None))
+            ))
             known_ids = set(session.scalars(select(Gtt.trigger_id).where(Gtt.trigger_id.is_not(None))))
-        if not ours:
+        if not ours and not following:
             return
         at_broker = {g.trigger_id: g for g in self.broker.gtts()}
+        for gtt in following:
+            if gtt.trigger_id in at_broker:
+                self.on_triggered(gtt.id, at_broker[gtt.trigger_id], self.now_ms())
         settle = timedelta(seconds=self.execution.settings.execution.unknown_settle_s)
         for gtt in ours:
             if gtt.state == GttState.ACTIVE:
