@@ -27,7 +27,7 @@ bench: install  ## performance figures, one `name: value unit` line each
 	$(BIN)/python -m bench
 
 chaos: install  ## long fault-injection run
-	$(BIN)/python -m pytest tests/e2e -p no:cacheprovider -m e2e --chaos-long
+	RATCHET_CHAOS=long $(BIN)/python -m pytest tests/e2e/test_chaos.py -p no:cacheprovider -s
 
 chromium:  ## Debian's Chromium for the dashboard's browser test: installed when missing (as root)
 	@if [ -x /usr/bin/chromium ]; then :; \

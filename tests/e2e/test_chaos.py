@@ -29,7 +29,7 @@ from sqlalchemy import text
 from ratchet.servers import EmbeddedPostgres, EmbeddedRedis
 from shared.broker_tokens import KEY_ENV, TokenStore, new_key
 from shared.contracts import streams
-from shared.contracts.messages import FIELD, GttPlaced, OrderFilled, OrderRejected, PlaceGtt, PlaceOrder, decode, encode
+from shared.contracts.messages import FIELD, GttPlaced, LegClosed, OrderFilled, OrderRejected, PlaceGtt, PlaceOrder, decode, encode
 from shared.domain.money import price_below, to_paise
 from shared.store.db import make_engine, make_sessions
 from shared.store.migrate import upgrade
@@ -115,6 +115,8 @@ class Producer:
             self.answered[event.intent_id] = "rejected"
         elif isinstance(event, GttPlaced):
             self.answered[event.intent_id] = "placed"
+        elif isinstance(event, LegClosed):  # e.g. its stop was refused and it was sold at market
+            self.answered.setdefault(f"chaos:{event.ladder_id}:1:gtt", "closed")
 
 
 def test_chaos_two_replicas_against_the_kite_simulator() -> None:
