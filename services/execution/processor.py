@@ -117,6 +117,7 @@ class Execution:
 
     def handle(self, _stream: str, _entry_id: str, envelope: Envelope) -> None:
         payload = envelope.payload
+        log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type, "from": envelope.source})
         if isinstance(payload, PlaceOrder):
             self.place_order(payload)
         elif isinstance(payload, ExitLeg):
@@ -306,6 +307,9 @@ class Execution:
                 return
             except BrokerUnavailable as exc:
                 self._record_unknown(order_id, str(exc))
+                return
+            except BrokerError as exc:  # e.g. the session expired: left SUBMITTED, reconciled later
+                log.error("order not sent", extra={"order_id": order_id, "error": str(exc)})
                 return
         self.faults.point("after_broker_call")
         self.apply_broker_order(order_id, placed, ts_ms)
@@ -581,6 +585,9 @@ class Execution:
                 self.broker.delete_gtt(gtt.trigger_id)
             except BrokerRejected:
                 return  # not active any more (triggered): the reconciler records the exit
+            except BrokerError as exc:  # unreachable, expired session: the reconciler retries
+                log.warning("GTT delete deferred", extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
+                return
             with self.sessions.begin() as session:
                 row = session.get(Gtt, gtt_id)
                 if row is not None and ledger.move_gtt(session, row, GttEvent.DELETE):
@@ -592,6 +599,9 @@ class Execution:
             try:
                 self.broker.modify_gtt(gtt.trigger_id, self.gtt_request(gtt, desired))
             except BrokerRejected:
+                return
+            except BrokerError as exc:  # unreachable, expired session: the reconciler retries
+                log.warning("GTT raise deferred", extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
                 return
             with self.sessions.begin() as session:
                 done = session.execute(

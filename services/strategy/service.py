@@ -338,8 +338,10 @@ class StrategyService:
                          last_price=d.last_price)
 
     def _stage(self, session: Session, intent: Payload) -> None:
-        stage(session, streams.INTENTS, intent, msg_id=intent.intent_id,  # type: ignore[attr-defined]
-              ts_ms=intent.ts_ms, source=SOURCE, origin=self.origin)  # type: ignore[attr-defined]
+        intent_id = intent.intent_id  # type: ignore[attr-defined]
+        stage(session, streams.INTENTS, intent, msg_id=intent_id, ts_ms=intent.ts_ms,  # type: ignore[attr-defined]
+              source=SOURCE, origin=self.origin)
+        log.info("intent", extra={"intent_id": intent_id, "type": intent.TYPE})
 
     # --- periodic --------------------------------------------------------------------------------
 
