@@ -97,7 +97,7 @@ class ShardOwner:
         applied, start = 0, "-"
         while True:
             entries = self.client.xrange(streams.EXEC_EVENTS, min=start, count=chunk)
-            for entry_id, fields in entries:
+            for _entry_id, fields in entries:
                 payload = decode(fields[FIELD]).payload
                 if isinstance(payload, OrderFilled | OrderRejected | LegClosed | GttPlaced) \
                         and payload.ladder_id in ladders:

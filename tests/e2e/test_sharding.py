@@ -4,7 +4,6 @@ and no intent is lost or doubled."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import redis
