@@ -5,8 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 
@@ -53,3 +58,38 @@ class ServiceProcesses:
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def scalar(sessions: sessionmaker[Session], sql: str) -> int:
+    with sessions() as session:
+        return int(session.execute(text(sql)).scalar_one())
+
+
+def settled(sessions: sessionmaker[Session]) -> bool:
+    """Every order terminal, every leg past PENDING, every GTT step settled."""
+    return scalar(sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
+                            "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
+        sessions, "SELECT count(*) FROM trades WHERE status = 'PENDING'") == 0 and scalar(
+        sessions, "SELECT count(*) FROM gtts WHERE state IN ('NEW','SUBMITTED','UNKNOWN')") == 0
+
+
+def assert_no_intent_lost_or_doubled(sessions: sessionmaker[Session]) -> int:
+    """Every entry intent the strategy sent has its order (none lost), and no tag has more than
+    one order in the paper broker's own book (none doubled). Returns the number of entries."""
+    sent = scalar(sessions, "SELECT count(DISTINCT msg_id) FROM outbox WHERE source = 'strategy' "
+                            "AND data LIKE '{\"type\":\"PlaceOrder\"%'")
+    assert sent > 0 and scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY'") == sent
+    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
+                            "GROUP BY tag HAVING count(*) > 1) d") == 0
+    assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'FILLED' AND NOT EXISTS "
+                            "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
+    return sent

@@ -11,30 +11,21 @@ import time
 
 import pytest
 import redis
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import private_dir
-from tests.e2e.harness import ServiceProcesses
+from tests.e2e.harness import (
+    ServiceProcesses,
+    assert_no_intent_lost_or_doubled,
+    scalar,
+    settled,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 KILLS = 20
 FAULT_POINTS = "after_intent_commit,after_broker_call,after_gtt_call"
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def scalar(sessions: sessionmaker[Session], sql: str) -> int:
-    with sessions() as session:
-        return int(session.execute(text(sql)).scalar_one())
 
 
 def test_execution_killed_twenty_times_loses_nothing_and_doubles_nothing(
@@ -86,27 +77,12 @@ def test_execution_killed_twenty_times_loses_nothing_and_doubles_nothing(
             system.stop("execution")
         system.start("execution")
 
-        def settled() -> bool:
-            return scalar(sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
-                                    "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
-                sessions, "SELECT count(*) FROM trades WHERE status = 'PENDING'") == 0 and scalar(
-                sessions, "SELECT count(*) FROM gtts WHERE state IN ('NEW','SUBMITTED','UNKNOWN')") == 0
-
-        wait_for(settled, 120, "every intent settled")
+        wait_for(lambda: settled(sessions), 120, "every intent settled")
         time.sleep(2)
     finally:
         system.stop_all()
 
-    # Every entry intent the strategy sent reached a terminal state (none lost) ...
-    sent = scalar(sessions, "SELECT count(DISTINCT msg_id) FROM outbox WHERE source = 'strategy' "
-                            "AND data LIKE '{\"type\":\"PlaceOrder\"%'")
-    recorded = scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY'")
-    assert sent > 0 and recorded == sent
-    # ... and no tag has more than one order in the paper broker's own book.
-    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
-                            "GROUP BY tag HAVING count(*) > 1) d") == 0
-    assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'FILLED' AND NOT EXISTS "
-                            "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
+    sent = assert_no_intent_lost_or_doubled(sessions)
     assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'REJECTED' AND EXISTS "
                             "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
     # One live GTT per open leg at the broker, and no live GTT without an open leg.

@@ -8,13 +8,17 @@ import time
 
 import pytest
 import redis
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratchet.servers import free_port
 from tests.conftest import private_dir
-from tests.e2e.harness import ServiceProcesses
-from tests.e2e.test_execution_kills import scalar, wait_for
+from tests.e2e.harness import (
+    ServiceProcesses,
+    assert_no_intent_lost_or_doubled,
+    scalar,
+    settled,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,22 +49,11 @@ def test_sigterm_under_load_exits_cleanly_and_loses_nothing(
             time.sleep(3)
         system.stop("marketdata")
 
-        def settled() -> bool:
-            return scalar(sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
-                                    "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
-                sessions, "SELECT count(*) FROM trades WHERE status = 'PENDING'") == 0
-
-        wait_for(settled, 120, "every intent settled")
+        wait_for(lambda: settled(sessions), 120, "every intent settled")
     finally:
         system.stop_all()
     print(f"stop times: { {k: round(v, 2) for k, v in stop_times.items()} }")
     assert all(seconds < STOP_WITHIN_S for seconds in stop_times.values()), stop_times
-    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
-                            "GROUP BY tag HAVING count(*) > 1) d") == 0
-    sent = scalar(sessions, "SELECT count(DISTINCT msg_id) FROM outbox WHERE source = 'strategy' "
-                            "AND data LIKE '{\"type\":\"PlaceOrder\"%'")
-    assert sent > 0 and scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY'") == sent
-    with sessions() as session:
-        unpublished = session.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
-    assert unpublished == 0
+    assert_no_intent_lost_or_doubled(sessions)
+    assert scalar(sessions, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
     assert redis_client.xlen("dead.letters") == 0  # nothing parked
