@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     kite_ws_root: str = "wss://ws.kite.trade"
     kite_api_key: str = ""
     kite_api_secret: str = ""
+    kite_symbols: str = ""  # "NSE:SBIN,NSE:INFY": what the kite feed follows (empty: every equity)
+    kite_historical_per_s: float = Field(3, gt=0, le=3)  # Kite's historical rate limit
     sim_seed: int = 1
     sim_speed: float = Field(60, gt=0)
     sim_symbols: int = Field(50, gt=0, le=2000)

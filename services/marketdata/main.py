@@ -4,7 +4,6 @@ Kite, or against the simulator for kite-sim)."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import redis
@@ -118,10 +117,10 @@ def kite_feed(settings: Settings, runtime: ServiceRuntime, client: redis.Redis,
         raise SystemExit(f"marketdata: {exc}") from None
     rules = ingestor.rules
     backfiller = Backfiller(settings.kite_api_key, settings.kite_root, rules,
-                            per_second=float(os.environ.get("RATCHET_KITE_HISTORICAL_PER_S", "3")))
+                            per_second=settings.kite_historical_per_s)
     watch = TokenWatch(store, settings.kite_api_key, NAME, on_token=backfiller.set_access_token)
     backfiller.on_auth_error = watch.refused
-    symbols = [s for s in os.environ.get("RATCHET_KITE_SYMBOLS", "").split(",") if s.strip()]
+    symbols = [s for s in settings.kite_symbols.split(",") if s.strip()]
 
     def start(stop: threading.Event) -> None:
         while not stop.is_set():  # no usable token yet: halted, told, and waiting for a login
