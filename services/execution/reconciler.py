@@ -34,6 +34,8 @@ from shared.store.models import Gtt, Order
 
 log = logging.getLogger("ratchet.execution")
 
+STALE_SUBMISSION = timedelta(hours=12)  # older than a trading day: not found means "unknown"
+
 
 class Reconciler:
     def __init__(self, execution: Execution, relay: OutboxRelay) -> None:
@@ -115,6 +117,17 @@ class Reconciler:
                 reason = f"guard: halted ({halt.reason}); never reached the broker"
                 ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
                 self.execution._emit_rejected(session, row, reason, "halted", ts_ms)
+                return
+            if ledger.utcnow() - (row.submitted_at or row.created_at) > STALE_SUBMISSION:
+                # Kite's order book holds today only: an order sent on an earlier day and not
+                # found now may still have been placed. Never resent; a person checks holdings.
+                reason = "not in today's order book and submitted on an earlier day: not resent"
+                ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
+                self.execution._emit_rejected(session, row, reason, None, ts_ms)
+                ledger.raise_alert(session, AlertLevel.CRITICAL, "order_unresolved",
+                                   f"{row.side} {row.qty} {row.symbol}: {reason}; check the holdings",
+                                   ts_ms=ts_ms, symbol=row.symbol, ladder_id=row.ladder_id,
+                                   intent_id=row.intent_id)
                 return
             ledger.move_order(
                 session, row, OrderEvent.RESUBMIT, note="not found after settle window",

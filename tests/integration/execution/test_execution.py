@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.contracts import streams
 from shared.contracts.messages import ExitLeg, ModifyGtt, PlaceGtt, PlaceOrder, decode
 from shared.domain.session import SessionRules, ms_from_ist
-from shared.store.models import Gtt, HaltRecord, Order, PaperGtt, PaperOrder
+from shared.store.models import AlertRecord, Gtt, HaltRecord, Order, PaperGtt, PaperOrder
 
 from datetime import datetime
 
@@ -152,3 +152,19 @@ def test_halt_blocks_entries_but_not_exits(execution, reconciler, sessions, redi
     assert states[(2, "BUY")][0] == OrderState.REJECTED and "halted" in states[(2, "BUY")][1]
     assert states[(1, "SELL")][0] == OrderState.FILLED
     assert events(redis_client) == ["OrderFilled", "OrderRejected", "Alert", "OrderFilled", "LegClosed"]
+
+
+def test_order_from_an_earlier_day_not_found_is_not_resent(execution, reconciler, sessions):
+    """Kite's book holds today only: yesterday's unresolved order is an alert, never a resend."""
+    intent = buy()
+    order_id = execution._record_order(intent, "BUY", intent.qty, intent.ref_price, True)
+    with sessions.begin() as s:
+        s.execute(update(Order).where(Order.id == order_id).values(
+            state=OrderState.UNKNOWN, submitted_at=func.now() - timedelta(hours=20)))
+    reconciler.run_once()
+    with sessions() as s:
+        order = s.get(Order, order_id)
+        alert = s.scalars(select(AlertRecord).where(AlertRecord.code == "order_unresolved")).one()
+    assert order.state == OrderState.REJECTED and "earlier day" in order.reason
+    assert alert.level == "critical"
+    assert paper_orders(sessions, order.tag) == 0
