@@ -1,5 +1,6 @@
-"""The broker's order budget (10/s, 400/min, 5,000/day) as one counter set in Redis, shared by
-every execution replica. A caller waits for room; no order is ever dropped."""
+"""The broker's order budget (10/s, 400/min, 5,000/day) as sliding windows in Redis, shared by
+every execution replica: no second, minute or day — counted from any instant, as the broker
+counts — ever holds more orders than its limit. A caller waits for room; no order is dropped."""
 
 from __future__ import annotations
 
@@ -7,26 +8,29 @@ import time
 
 import redis
 
+# KEYS[1]: key prefix. ARGV: the three limits. Returns ms to wait (0: counted). Time is Redis's
+# own clock, so replicas on machines whose clocks differ still share one budget.
 _TAKE = """
-local now_ms = tonumber(ARGV[1])
-local limits = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
 local spans = {1000, 60000, 86400000}
 local wait = 0
 for i = 1, 3 do
-  local window = math.floor(now_ms / spans[i])
-  local key = KEYS[1] .. ':' .. i .. ':' .. window
-  local used = tonumber(redis.call('GET', key) or '0')
-  if used >= limits[i] then
-    local w = (window + 1) * spans[i] - now_ms
+  local key = KEYS[1] .. ':' .. i
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - spans[i])
+  if redis.call('ZCARD', key) >= limits[i] then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    local w = tonumber(oldest[2]) + spans[i] - now + 1
     if w > wait then wait = w end
   end
 end
 if wait > 0 then return wait end
+local seq = redis.call('INCR', KEYS[1] .. ':seq')
 for i = 1, 3 do
-  local window = math.floor(now_ms / spans[i])
-  local key = KEYS[1] .. ':' .. i .. ':' .. window
-  redis.call('INCR', key)
-  redis.call('PEXPIRE', key, spans[i] * 2)
+  local key = KEYS[1] .. ':' .. i
+  redis.call('ZADD', key, now, now .. ':' .. seq)
+  redis.call('PEXPIRE', key, spans[i])
 end
 return 0
 """
@@ -54,7 +58,7 @@ class OrderBudget:
         if not self.enabled:
             return
         while True:
-            wait_ms = int(self._take(keys=[self.key], args=[int(time.time() * 1000), *self.limits]))
+            wait_ms = int(self._take(keys=[self.key], args=list(self.limits)))
             if wait_ms <= 0:
                 return
             time.sleep(min(wait_ms, 1000) / 1000)
