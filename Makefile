@@ -36,11 +36,14 @@ chromium:  ## Debian's Chromium for the dashboard's browser test: installed when
 	  || echo "could not install chromium: the dashboard browser test will be skipped"; \
 	else echo "no /usr/bin/chromium and not root: the dashboard browser test will be skipped"; fi
 
-vendor:  ## refresh the dashboard's vendored chart library from package-lock.json (npm registry)
+vendor:  ## refresh the vendored browser libraries (charts, Swagger UI) from package-lock.json (npm)
 	npm ci --ignore-scripts --no-audit --no-fund
 	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js \
 	  services/api/static/vendor/
 	cp node_modules/lightweight-charts/LICENSE services/api/static/vendor/lightweight-charts.LICENSE
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+	  node_modules/swagger-ui-dist/favicon-32x32.png services/api/static/vendor/
+	cp node_modules/swagger-ui-dist/LICENSE services/api/static/vendor/swagger-ui.LICENSE
 
 up:  ## the same system in containers (needs a Docker engine)
 	docker compose up -d --build

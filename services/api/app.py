@@ -16,8 +16,9 @@ from typing import Any
 
 import redis as redis_lib
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -169,7 +170,19 @@ def create_app(
         "Errors are RFC 9457 problem details. Live feed: the WebSocket `/api/v1/ws` (ticks, "
         "candles, orders, GTTs, legs, alerts, PnL, status; see services/api/routers/ws.py).",
         lifespan=lifespan,
+        docs_url=None,  # served below from vendored files: no CDN, works offline
+        redoc_url=None,
     )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Ratchet API",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/favicon-32x32.png",
+        )
+
     app.state.ctx = ctx
     app.state.hub = hub
     app.state.metrics = ApiMetrics()

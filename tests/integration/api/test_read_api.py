@@ -333,7 +333,10 @@ def test_openapi_docs_and_dashboard(client: TestClient) -> None:
     assert "Problem" in spec["components"]["schemas"]
     positions = spec["paths"]["/api/v1/positions"]["get"]
     assert "application/problem+json" in positions["responses"]["401"]["content"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/vendor/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # the docs work offline
+    assert client.get("/static/vendor/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "default-src 'self'" in page.headers["content-security-policy"]
