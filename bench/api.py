@@ -165,24 +165,9 @@ def _seed(database_url: str, redis_url: str) -> str:
     return key
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the api process exited during start")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("the api did not become ready")
-
-
 def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
+    from bench.servers import wait_api_ready
     from ratchet.servers import EmbeddedPostgres, EmbeddedRedis, free_port
     from shared.store.migrate import upgrade
 
@@ -207,7 +192,7 @@ def run() -> list[tuple[str, float, str]]:
         )
         api = subprocess.Popen([sys.executable, "-m", "services.api.main"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_ready(port, api)
+        wait_api_ready(port, api)
         wrk = shutil.which("wrk")
         load = (lambda s: _wrk_load(wrk, port, key, s)) if wrk else (
             lambda s: _python_load(port, key, s))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from ratchet.servers import EmbeddedPostgres, EmbeddedRedis
 from shared.store.migrate import upgrade
@@ -25,3 +29,18 @@ def embedded_servers() -> Iterator[tuple[str, str]]:
         pg.stop()
         redis_server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_api_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until an api process started for a benchmark answers /readyz."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the api process exited during start")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("the api did not become ready")

@@ -158,24 +158,9 @@ def _measure(port: int, key: str, redis_url: str, ticks_per_frame: int,
             "dropped": dropped}
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the api process exited during start")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("the api did not become ready")
-
-
 def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
+    from bench.servers import wait_api_ready
     from ratchet.servers import EmbeddedPostgres, EmbeddedRedis, free_port
     from shared.auth import Role, create_api_key
     from shared.store.db import make_engine, make_sessions
@@ -205,7 +190,7 @@ def run() -> list[tuple[str, float, str]]:
         )
         api = subprocess.Popen([sys.executable, "-m", "services.api.main"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_ready(port, api)
+        wait_api_ready(port, api)
         # Frames of 50 ticks, 100 a second: 5,000 ticks/s in, 500,000 ticks/s to deliver.
         framed = _measure(port, key, redis_server.url, SYMBOLS, FRAMED_FRAMES_PER_S)
         # One tick a frame, 300 a second: 30,000 WebSocket messages/s to deliver.
