@@ -7,13 +7,16 @@ other services about it is staged in the outbox in the same transaction.
 from __future__ import annotations
 
 import hashlib
+import zlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.execution.states import (
     GTT_LIVE,
@@ -33,6 +36,7 @@ from shared.domain.risk import RiskState
 from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent, Order
 
 SOURCE = "execution"
+RISK_LOCK = zlib.crc32(b"execution:risk")  # the advisory lock of the guards
 
 
 def order_tag(intent_id: str) -> str:
@@ -84,34 +88,86 @@ def audit(session: Session, action: str, object_type: str, object_id: str, after
 
 def record_intent(session: Session, intent_id: str, kind: str, payload: dict[str, Any]) -> bool:
     """Insert the intent under its unique id; False when it was already there (a redelivery)."""
+    return bool(record_intents(session, [(intent_id, kind, payload)]))
+
+
+def record_intents(session: Session, intents: Sequence[tuple[str, str, dict[str, Any]]]) -> set[str]:
+    """Insert intents (id, type, payload) in one statement; those already there are left as
+    they were. Returns the ids that were new."""
+    rows = {intent_id: {"intent_id": intent_id, "type": kind, "state": "RECORDED", "payload": payload}
+            for intent_id, kind, payload in intents}
+    if not rows:
+        return set()
+    table = Intent.__table__
     result = session.execute(
-        insert(Intent)
-        .values(intent_id=intent_id, type=kind, state="RECORDED", payload=payload)
-        .on_conflict_do_nothing(index_elements=["intent_id"])
+        insert(table).values(list(rows.values()))
+        .on_conflict_do_nothing(index_elements=["intent_id"]).returning(table.c.intent_id)
     )
-    return bool(result.rowcount)
+    return set(result.scalars())
+
+
+def insert_orders(session: Session, orders: Sequence[Order]) -> None:
+    """Store the orders not stored yet (no id) in one INSERT, each in the state it has now, with
+    an audit row each; their ids are set on them."""
+    new = [o for o in orders if o.id is None]
+    if not new:
+        return
+    table = Order.__table__
+    ids = session.execute(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True),
+        [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new],
+    ).scalars().all()
+    for order, order_id in zip(new, ids, strict=True):
+        order.id = order_id
+    session.execute(insert(AuditEntry.__table__), [
+        {"actor": SOURCE, "action": "order.recorded", "object_type": "order", "object_id": o.intent_id,
+         "after": {"side": o.side, "qty": o.qty}} for o in new])
+
+
+_ORDER_FIELDS = (
+    "intent_id", "tag", "exchange", "symbol", "ladder_id", "leg", "side", "qty", "order_type",
+    "product", "ref_price", "adds_risk", "state", "filled_qty", "attempts", "reason", "history",
+    "submitted_at",
+)
+
+
+def lock_risk(session: Session) -> None:
+    """Serialise the guards of every replica until this transaction ends: two orders checked at
+    once would each see room for one more leg and both pass."""
+    session.execute(select(func.pg_advisory_xact_lock(RISK_LOCK)))
 
 
 def move_order(
     session: Session, order: Order, event: OrderEvent, note: str = "", **values: Any
 ) -> bool:
     """Advance ``order`` by ``event`` if it is still in the state we read; False if another
-    worker moved it first."""
+    worker moved it first. An order not yet in the database takes its first state in place,
+    so it is inserted once, in that state."""
     target = advance_order(order.state, event)
     entry = {"at": utcnow().isoformat(), "from": order.state, "to": target, "event": event}
     if note:
         entry["note"] = note
-    result = session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.state == order.state)
-        .values(state=target, history=[*(order.history or []), entry], **values)
-    )
-    if result.rowcount:
-        order.state = target
+    values = {"state": target, "history": [*(order.history or []), entry], **values}
+    if order.id is None:  # not stored yet
         for key, value in values.items():
             setattr(order, key, value)
         return True
-    return False
+    return update_order(session, order, **values)
+
+
+def update_order(session: Session, order: Order, **values: Any) -> bool:
+    """One conditional UPDATE of a stored order (``WHERE state`` is still what we read), kept
+    in step on ``order`` without marking it dirty, so no second UPDATE follows at the flush."""
+    result = session.execute(
+        update(Order.__table__)
+        .where(Order.__table__.c.id == order.id, Order.__table__.c.state == order.state)
+        .values(**values)
+    )
+    if not result.rowcount:
+        return False
+    for key, value in values.items():
+        set_committed_value(order, key, value)
+    return True
 
 
 def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool:
@@ -149,48 +205,55 @@ def clear_halts(session: Session, by: str, kinds: tuple[str, ...] | None = None)
     return session.execute(stmt.values(active=False, cleared_at=utcnow(), cleared_by=by)).rowcount
 
 
+def _risk_picture() -> Select[Any]:
+    """The guards' picture in one statement (built once): open legs and the capital in them,
+    today's realised PnL, live GTTs, the active halt, and the live orders on the legs being
+    checked. Parameters: ``exclude`` (order ids), ``today``, ``gtt`` (an id), ``legs``."""
+    o = Order.__table__.c
+    open_buys = select(
+        func.count().label("legs"),
+        func.coalesce(func.sum(func.coalesce(o.average_price, o.ref_price)
+                               * func.coalesce(func.nullif(o.filled_qty, 0), o.qty)), 0).label("deployed"),
+    ).where(
+        o.side == "BUY",
+        o.leg_closed_at.is_(None),
+        o.state.not_in([OrderState.REJECTED.value, OrderState.CANCELLED.value]),
+        o.id.not_in(bindparam("exclude", expanding=True)),
+    ).subquery()
+    realised = select(func.coalesce(func.sum(o.realised_pnl), 0)).where(
+        o.leg_closed_at.is_not(None), o.leg_closed_at >= bindparam("today")).scalar_subquery()
+    g = Gtt.__table__.c
+    gtts = select(func.count()).where(
+        g.state.in_([s.value for s in GTT_LIVE]), g.id != bindparam("gtt")).scalar_subquery()
+    h = HaltRecord.__table__.c
+    halt = select(h.reason).where(h.active.is_(True)).order_by(h.id).limit(1).scalar_subquery()
+    live = select(func.array_agg(func.concat(o.ladder_id, ":", o.leg, ":", o.side))).where(
+        tuple_(o.ladder_id, o.leg, o.side).in_(bindparam("legs", expanding=True)),
+        o.state.not_in([s.value for s in ORDER_TERMINAL]),
+        o.id.not_in(bindparam("exclude", expanding=True)),
+    ).scalar_subquery()
+    return select(open_buys.c.legs, open_buys.c.deployed, realised, gtts, halt, live)
+
+
+_RISK_PICTURE = _risk_picture()
+
+
 def risk_state(
     session: Session,
     today_start: datetime,
-    order: Order | None = None,
+    checking: Sequence[Order] = (),
     exclude_gtt_id: int | None = None,
 ) -> RiskState:
     """The current risk picture from execution's own records in one query, not counting the
-    order or GTT being checked."""
-    exclude = order.id if order is not None else -1
-    open_buy = (
-        (Order.side == "BUY")
-        & Order.state.not_in([OrderState.REJECTED, OrderState.CANCELLED])
-        & Order.leg_closed_at.is_(None)
-        & (Order.id != exclude)
-    )
-    legs = select(func.count()).where(open_buy).scalar_subquery()
-    deployed = select(
-        func.coalesce(
-            func.sum(func.coalesce(Order.average_price, Order.ref_price)
-                     * func.coalesce(func.nullif(Order.filled_qty, 0), Order.qty)),
-            0,
-        )
-    ).where(open_buy).scalar_subquery()
-    realised = select(func.coalesce(func.sum(Order.realised_pnl), 0)).where(
-        Order.leg_closed_at >= today_start
-    ).scalar_subquery()
-    gtts = select(func.count()).select_from(Gtt).where(
-        Gtt.state.in_(list(GTT_LIVE)), Gtt.id != (exclude_gtt_id or -1)
-    ).scalar_subquery()
-    halt = select(HaltRecord.reason).where(HaltRecord.active.is_(True)).order_by(
-        HaltRecord.id).limit(1).scalar_subquery()
-    twin = select(func.count()).where(
-        Order.ladder_id == (order.ladder_id if order else ""),
-        Order.leg == (order.leg if order else 0),
-        Order.side == (order.side if order else ""),
-        Order.state.not_in(list(ORDER_TERMINAL)),
-        Order.id != exclude,
-    ).scalar_subquery()
-    row = session.execute(select(legs, deployed, realised, gtts, halt, twin)).one()
-    n_legs, deployed_rupees, realised_rupees, n_gtts, halt_reason, twins = row
+    orders being checked (nor the GTT being placed)."""
+    row = session.execute(_RISK_PICTURE, {
+        "exclude": [o.id for o in checking if o.id is not None] or [-1],
+        "today": today_start,
+        "gtt": exclude_gtt_id or -1,
+        "legs": sorted({(o.ladder_id, o.leg, o.side) for o in checking}) or [("", 0, "")],
+    }).one()
+    n_legs, deployed_rupees, realised_rupees, n_gtts, halt_reason, live = row
     loss = -Decimal(realised_rupees) if realised_rupees < 0 else Decimal(0)
-    key = f"{order.ladder_id}:{order.leg}:{order.side}" if order is not None else ""
     return RiskState(
         halted=halt_reason is not None,
         halt_reason=halt_reason,
@@ -199,7 +262,7 @@ def risk_state(
         deployed_paise=to_paise(Decimal(deployed_rupees).quantize(Decimal("0.01"))),
         realised_loss_today_paise=to_paise(loss.quantize(Decimal("0.01"))),
         active_gtts=int(n_gtts),
-        live_order_keys={key} if twins else set(),
+        live_order_keys=set(live or ()),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+
 from services.execution import metrics
 from services.execution.brokers.base import BrokerInterface
 from services.execution.brokers.paper import PaperBroker
@@ -49,6 +51,18 @@ def start_kite(runtime: ServiceRuntime, settings: Settings, kite: KiteConnection
     runtime.every("account", settings.execution.reconcile_seconds, account.run_once)
 
 
+def intents_consumer(
+    client: redis.Redis, execution: Execution, relay: OutboxRelay, settings: Settings
+) -> StreamConsumer:
+    """The consumer of ``strategy.intents``: up to 50 intents a read, handled together, their
+    events relayed after each read."""
+    return StreamConsumer(
+        client, [streams.INTENTS], streams.GROUP_EXECUTION, f"{NAME}-{settings.replica}",
+        execution.handle, dead_letter_after=settings.dead_letter_after, batch=50,
+        after_batch=relay.flush, batch_handler=execution.handle_batch,
+    )
+
+
 def main(settings: Settings) -> None:
     runtime = ServiceRuntime(NAME, settings)
     runtime.install_signals()
@@ -75,10 +89,7 @@ def main(settings: Settings) -> None:
     wait_until_reconciled(reconciler)
 
     consumer_name = f"{NAME}-{settings.replica}"
-    intents = StreamConsumer(
-        client, [streams.INTENTS], streams.GROUP_EXECUTION, consumer_name, execution.handle,
-        dead_letter_after=settings.dead_letter_after, batch=50, after_batch=relay.flush,
-    )
+    intents = intents_consumer(client, execution, relay, settings)
     control = StreamConsumer(
         client, [streams.CONTROL], streams.replica_group(NAME, settings.replica), consumer_name,
         ControlHandler(execution, relay).handle, start="$", batch=10,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
@@ -32,7 +32,7 @@ from services.execution.brokers.base import (
 )
 from services.execution.budget import OrderBudget
 from services.execution.faults import FaultPoints
-from services.execution.states import GttEvent, GttState, OrderEvent, OrderState
+from services.execution.states import ORDER_TERMINAL, GttEvent, GttState, OrderEvent, OrderState
 from shared.config import Settings
 from shared.contracts.messages import (
     AlertLevel,
@@ -52,7 +52,14 @@ from shared.contracts.messages import (
     PlaceOrder,
 )
 from shared.domain.money import price_below, scale_pct, to_paise, to_rupees
-from shared.domain.risk import OrderCheck, RiskLimits, RiskState, check_gtt_create, check_order
+from shared.domain.risk import (
+    OrderCheck,
+    RiskLimits,
+    RiskState,
+    check_gtt_create,
+    check_order,
+    count_order,
+)
 from shared.domain.session import SessionRules, ist_ordinal
 from shared.store.models import Gtt, Instrument, Intent, Order
 
@@ -94,20 +101,28 @@ class Execution:
 
     def instrument(self, exchange: str, symbol: str) -> InstrumentInfo:
         key = f"{exchange}:{symbol}"
-        info = self._instruments.get(key)
-        if info is None:
+        if key not in self._instruments:
             with self.sessions() as session:
-                row = session.scalars(
-                    select(Instrument).where(
-                        Instrument.exchange == exchange, Instrument.tradingsymbol == symbol
-                    )
-                ).first()
-            info = InstrumentInfo(
+                self._load_instruments(session, [(exchange, symbol)])
+        return self._instruments[key]
+
+    def _load_instruments(self, session: Session, pairs: Sequence[tuple[str, str]]) -> None:
+        """Tick size and freeze quantity of the instruments not cached yet, in one query; an
+        instrument missing from the dump gets the NSE equity tick (5 paise) and no freeze limit."""
+        missing = {(e, s) for e, s in pairs if f"{e}:{s}" not in self._instruments}
+        if not missing:
+            return
+        rows = session.execute(
+            select(Instrument.exchange, Instrument.tradingsymbol, Instrument.tick_size, Instrument.freeze_qty)
+            .where(tuple_(Instrument.exchange, Instrument.tradingsymbol).in_(sorted(missing)))
+        ).all()
+        found = {(r.exchange, r.tradingsymbol): r for r in rows}
+        for exchange, symbol in missing:
+            row = found.get((exchange, symbol))
+            self._instruments[f"{exchange}:{symbol}"] = InstrumentInfo(
                 tick=to_paise(row.tick_size) if row else 5,
                 freeze_qty=row.freeze_qty if row else None,
             )
-            self._instruments[key] = info
-        return info
 
     def _today_start(self, ts_ms: int) -> datetime:
         open_ms = self.rules.session_open_ms(ist_ordinal(ts_ms)) - 10 * 3_600_000
@@ -119,7 +134,7 @@ class Execution:
         payload = envelope.payload
         log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type, "from": envelope.source})
         if isinstance(payload, PlaceOrder):
-            self.place_order(payload)
+            self.place_orders([payload])
         elif isinstance(payload, ExitLeg):
             self.exit_leg(payload)
         elif isinstance(payload, PlaceGtt):
@@ -131,21 +146,46 @@ class Execution:
         else:
             log.warning("ignored message", extra={"type": envelope.type, "msg_id": envelope.id})
 
+    def handle_batch(self, stream: str, entries: list[tuple[str, Envelope]]) -> None:
+        """Many intents from one read, in stream order: each run of PlaceOrder intents shares its
+        transactions (one to record and guard them, one to record the broker's answers), so a
+        burst costs a few commits rather than a few per order; any other intent is handled alone."""
+        run: list[PlaceOrder] = []
+        for entry_id, envelope in entries:
+            if isinstance(envelope.payload, PlaceOrder):
+                log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type,
+                                          "from": envelope.source})
+                run.append(envelope.payload)
+                continue
+            if run:
+                self.place_orders(run)
+                run = []
+            self.handle(stream, entry_id, envelope)
+        if run:
+            self.place_orders(run)
+
     # --- orders --------------------------------------------------------------------------------
 
     def place_order(self, intent: PlaceOrder) -> None:
-        """Record the intent, run the guards and commit SUBMITTED in one transaction — all before
-        the broker is called; a redelivered intent finds its row and goes no further, except that
-        a settled one is answered again (its producer re-sends because it never heard back)."""
+        self.place_orders([intent])
+
+    def place_orders(self, intents: Sequence[PlaceOrder]) -> None:
+        """Record the intents, run the guards and commit SUBMITTED in one transaction — all
+        before the broker is called; a redelivered intent finds its row and goes no further,
+        except that a settled one is answered again (its producer re-sends because it never
+        heard back)."""
         with self.sessions.begin() as session:
-            order = self._recorded(session, intent, intent.side.value, intent.qty, intent.ref_price, True)
-            if order.state in (OrderState.FILLED, OrderState.REJECTED, OrderState.CANCELLED):
-                self._answer_again(session, order, intent.ts_ms)
-            submitted = order.state == OrderState.NEW and self._guard(session, order, intent.ts_ms)
-            order_id = order.id
+            ledger.lock_risk(session)
+            unique = list({i.intent_id: i for i in intents}.values())  # a re-sent copy in the same read
+            orders = self._record_orders(session, unique)
+            for order, intent in zip(orders, unique, strict=True):
+                if order.state in ORDER_TERMINAL:
+                    self._answer_again(session, order, intent.ts_ms)
+            submitted = self._guard(session, [(o, i.ts_ms) for o, i in zip(orders, unique, strict=True)
+                                              if o.state == OrderState.NEW])
         if submitted:
             self.faults.point("after_intent_commit")
-            self.submit(order_id, intent.ts_ms)
+            self.submit_orders(submitted)
 
     def _answer_again(self, session: Session, order: Order, ts_ms: int) -> None:
         """Re-send a settled order's outcome under its first message id (consumers dedupe), for
@@ -162,7 +202,7 @@ class Execution:
     def exit_leg(self, intent: ExitLeg) -> None:
         """Sell a leg now: first take its GTT down (confirmed), then sell at market. The exit is
         durable once recorded; if the GTT is not confirmed gone yet, the reconciler carries on."""
-        order_id = self._record_order(intent, "SELL", intent.qty, intent.ref_price, False)
+        order_id = self._record_order(intent)
         self.continue_exit(order_id, intent.ts_ms)
 
     def continue_exit(self, order_id: int, ts_ms: int) -> None:
@@ -185,69 +225,91 @@ class Execution:
                 return  # not confirmed gone (or it just triggered): the reconciler continues
         self._guard_and_submit(order_id, ts_ms)
 
-    def _record_order(
-        self, intent: PlaceOrder | ExitLeg, side: str, qty: int, ref_price: int, adds_risk: bool
-    ) -> int:
+    def _record_order(self, intent: PlaceOrder | ExitLeg) -> int:
         with self.sessions.begin() as session:
-            return self._recorded(session, intent, side, qty, ref_price, adds_risk).id
+            order = self._record_orders(session, [intent])[0]
+            ledger.insert_orders(session, [order])
+            return order.id
 
-    def _recorded(
-        self, session: Session, intent: PlaceOrder | ExitLeg, side: str, qty: int, ref_price: int,
-        adds_risk: bool,
-    ) -> Order:
-        """The order row of an intent (created NEW on first sight), locked for this transaction."""
-        ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
-        order = session.scalars(
-            select(Order).where(Order.intent_id == intent.intent_id).with_for_update()
-        ).first()
-        if order is None:
-            order = Order(
-                intent_id=intent.intent_id,
-                tag=ledger.order_tag(intent.intent_id),
-                exchange=intent.exchange,
-                symbol=intent.symbol,
-                ladder_id=intent.ladder_id,
-                leg=intent.leg,
-                side=side,
-                qty=qty,
-                order_type="MARKET",
-                product="CNC",
-                ref_price=to_rupees(ref_price),
-                adds_risk=adds_risk,
-                state=OrderState.NEW,
-                history=[],
-            )
-            session.add(order)
-            session.flush()
-            ledger.audit(session, "order.recorded", "order", intent.intent_id, {"side": side, "qty": qty})
-        return order
+    def _record_orders(self, session: Session, intents: Sequence[PlaceOrder | ExitLeg]) -> list[Order]:
+        """The order of each intent, in order: the stored one, locked for this transaction, or a
+        new one (NEW) not stored yet, so that the guards settle its state before its single
+        INSERT (:func:`ledger.insert_orders`). An entry is a buy that adds risk, an exit a sale."""
+        fresh = ledger.record_intents(session, [(i.intent_id, i.TYPE, i.model_dump(mode="json"))
+                                                for i in intents])
+        seen = sorted({i.intent_id for i in intents} - fresh)  # redelivered: their orders exist
+        known = {o.intent_id: o for o in session.scalars(
+            select(Order).where(Order.intent_id.in_(seen)).order_by(Order.id).with_for_update())} if seen else {}
+        orders: list[Order] = []
+        for intent in intents:
+            order = known.get(intent.intent_id)
+            if order is None:
+                side = intent.side.value if isinstance(intent, PlaceOrder) else "SELL"
+                order = Order(
+                    intent_id=intent.intent_id,
+                    tag=ledger.order_tag(intent.intent_id),
+                    exchange=intent.exchange,
+                    symbol=intent.symbol,
+                    ladder_id=intent.ladder_id,
+                    leg=intent.leg,
+                    side=side,
+                    qty=intent.qty,
+                    order_type="MARKET",
+                    product="CNC",
+                    ref_price=to_rupees(intent.ref_price),
+                    adds_risk=isinstance(intent, PlaceOrder),
+                    state=OrderState.NEW,
+                    filled_qty=0,
+                    attempts=0,
+                    history=[],
+                )
+                known[intent.intent_id] = order
+            orders.append(order)
+        return orders
 
     def _guard_and_submit(self, order_id: int, ts_ms: int) -> None:
         """Guards and the broker call for an order recorded earlier (an exit, a fallback)."""
         with self.sessions.begin() as session:
+            ledger.lock_risk(session)
             order = session.get(Order, order_id, with_for_update=True)
             if order is None or order.state != OrderState.NEW:
                 return  # already past the guards: the reconciler owns it now
-            submitted = self._guard(session, order, ts_ms)
+            submitted = self._guard(session, [(order, ts_ms)])
         if submitted:
             self.faults.point("after_intent_commit")
-            self.submit(order_id, ts_ms)
+            self.submit_orders(submitted)
 
-    def _guard(self, session: Session, order: Order, ts_ms: int) -> bool:
-        """Run the guards on a NEW order: REJECTED with its reason, or SUBMITTED."""
-        reason = self._check(session, order, ts_ms)
-        if reason is not None:
-            ledger.move_order(session, order, OrderEvent.REJECT, reason=f"guard: {reason}")
-            self._emit_rejected(session, order, f"guard: {reason}", reason, ts_ms)
-            return False
-        return ledger.move_order(session, order, OrderEvent.SUBMIT, submitted_at=ledger.utcnow(), attempts=1)
+    def _guard(self, session: Session, orders: Sequence[tuple[Order, int]]) -> list[tuple[Order, int]]:
+        """Run the guards on NEW orders, in order, against one risk picture that counts each
+        order passed before the next is checked: REJECTED with its reason, or SUBMITTED; orders
+        not stored yet are then inserted in that state. The caller holds the risk lock, so
+        replicas never check against the same picture."""
+        submitted: list[tuple[Order, int]] = []
+        if not orders:
+            return submitted
+        with session.no_autoflush:
+            self._load_instruments(session, [(o.exchange, o.symbol) for o, _ in orders])
+            latest = max(ts for _, ts in orders)
+            state = ledger.risk_state(session, self._today_start(latest), [o for o, _ in orders])
+            self._daily_loss_halt(session, state.realised_loss_today_paise, state)
+            limits = self.limits()
+            for order, ts_ms in orders:
+                state.market_open = self.rules.in_session(ts_ms)
+                check = self._order_check(order)
+                reason = check_order(check, state, limits)
+                if reason is not None:
+                    ledger.move_order(session, order, OrderEvent.REJECT, reason=f"guard: {reason.value}")
+                    self._emit_rejected(session, order, f"guard: {reason.value}", reason.value, ts_ms)
+                elif ledger.move_order(session, order, OrderEvent.SUBMIT, submitted_at=ledger.utcnow(),
+                                       attempts=1):
+                    count_order(check, state)
+                    submitted.append((order, ts_ms))
+        ledger.insert_orders(session, [o for o, _ in orders])
+        return submitted
 
-    def _check(self, session: Session, order: Order, ts_ms: int) -> str | None:
+    def _order_check(self, order: Order) -> OrderCheck:
         info = self.instrument(order.exchange, order.symbol)
-        state = ledger.risk_state(session, self._today_start(ts_ms), order)
-        state.market_open = self.rules.in_session(ts_ms)
-        self._daily_loss_halt(session, state.realised_loss_today_paise, state)
-        check = OrderCheck(
+        return OrderCheck(
             symbol=order.symbol,
             leg_key=f"{order.ladder_id}:{order.leg}:{order.side}",
             qty=order.qty,
@@ -258,8 +320,6 @@ class Execution:
             upper_circuit=None,
             adds_risk=order.adds_risk,
         )
-        reason = check_order(check, state, self.limits())
-        return reason.value if reason is not None else None
 
     def _daily_loss_halt(self, session: Session, loss_paise: int, state: RiskState) -> None:
         """The day's realised loss at its limit halts new risk (recorded, so people see who and
@@ -278,11 +338,27 @@ class Execution:
             state.halt_reason = halt_row.reason if halt_row else None
 
     def submit(self, order_id: int, ts_ms: int) -> None:
-        """The broker call for a SUBMITTED order, then the record of its answer."""
+        """The broker call for a SUBMITTED order recorded earlier (a resubmission)."""
         with self.sessions() as session:
             order = session.get(Order, order_id)
-        if order is None or order.state != OrderState.SUBMITTED:
-            return
+        if order is not None and order.state == OrderState.SUBMITTED:
+            self.submit_orders([(order, ts_ms)])
+
+    def submit_orders(self, orders: Sequence[tuple[Order, int]]) -> None:
+        """The broker calls for orders just committed SUBMITTED, one after another, then the
+        record of every answer in one transaction. A crash in between leaves SUBMITTED rows,
+        which the reconciler settles by tag."""
+        answers: list[tuple[int, BrokerOrder, int]] = []
+        for order, ts_ms in orders:
+            placed = self._send(order, ts_ms)
+            if placed is not None:
+                self.faults.point("after_broker_call")
+                answers.append((order.id, placed, ts_ms))
+        self.apply_broker_orders(answers)
+
+    def _send(self, order: Order, ts_ms: int) -> BrokerOrder | None:
+        """One order to the broker: what it holds now, or None when the call did not place it
+        (a rejection, recorded) or its outcome is unknown (left to the reconciler)."""
         request = OrderRequest(
             tag=order.tag,
             exchange=order.exchange,
@@ -298,21 +374,18 @@ class Execution:
         while True:
             self.budget.acquire()
             try:
-                placed = self.broker.place_order(request)
-                break
+                return self.broker.place_order(request)
             except BrokerRateLimited:
                 time.sleep(0.2)  # nothing was placed: send again after a pause
             except BrokerRejected as exc:
-                self._record_rejection(order_id, str(exc), ts_ms)
-                return
+                self._record_rejection(order.id, str(exc), ts_ms)
+                return None
             except BrokerUnavailable as exc:
-                self._record_unknown(order_id, str(exc))
-                return
+                self._record_unknown(order.id, str(exc))
+                return None
             except BrokerError as exc:  # e.g. the session expired: left SUBMITTED, reconciled later
-                log.error("order not sent", extra={"order_id": order_id, "error": str(exc)})
-                return
-        self.faults.point("after_broker_call")
-        self.apply_broker_order(order_id, placed, ts_ms)
+                log.error("order not sent", extra={"order_id": order.id, "error": str(exc)})
+                return None
 
     def _record_rejection(self, order_id: int, reason: str, ts_ms: int) -> None:
         with self.sessions.begin() as session:
@@ -327,41 +400,56 @@ class Execution:
                 ledger.move_order(session, order, OrderEvent.LOSE, note=reason)
 
     def apply_broker_order(self, order_id: int, placed: BrokerOrder, ts_ms: int) -> None:
-        """Record what the broker holds for our order (idempotent: compares states)."""
+        self.apply_broker_orders([(order_id, placed, ts_ms)])
+
+    def apply_broker_orders(self, answers: Sequence[tuple[int, BrokerOrder, int]]) -> None:
+        """Record what the broker holds for our orders, in one transaction (idempotent: each
+        compares states). Rows are locked in id order, so concurrent writers cannot deadlock."""
+        if not answers:
+            return
         with self.sessions.begin() as session:
-            order = session.get(Order, order_id, with_for_update=True)
-            if order is None or order.state in (OrderState.FILLED, OrderState.REJECTED, OrderState.CANCELLED):
-                return
-            if order.broker_order_id is None:
-                order.broker_order_id = placed.order_id
-            partly_cancelled = placed.status == BrokerOrderStatus.CANCELLED and placed.filled_qty > 0
-            if placed.status == BrokerOrderStatus.COMPLETE or partly_cancelled:
-                # A partial fill whose rest was cancelled ends as FILLED with what did fill.
-                avg = placed.average_price if placed.average_price is not None else to_paise(order.ref_price)
-                ledger.move_order(
-                    session, order, OrderEvent.FILL, note=placed.status,
-                    filled_qty=min(placed.filled_qty, order.qty), average_price=to_rupees(avg),
-                )
-                self._emit_filled(session, order, avg, ts_ms)
-            elif placed.status == BrokerOrderStatus.REJECTED:
-                reason = placed.status_message or "rejected by broker"
-                ledger.move_order(session, order, OrderEvent.REJECT, reason=reason)
-                self._emit_rejected(session, order, reason, None, ts_ms)
-            elif placed.status == BrokerOrderStatus.CANCELLED:
-                ledger.move_order(session, order, OrderEvent.CANCEL, reason=placed.status_message)
-                self._emit_rejected(session, order, "cancelled", None, ts_ms)
-            elif order.state == OrderState.OPEN:
-                if placed.filled_qty > order.filled_qty:  # a partial fill: progress, not an end
-                    order.filled_qty = min(placed.filled_qty, order.qty)
-            else:
-                ledger.move_order(session, order, OrderEvent.ACCEPT,
-                                  filled_qty=min(placed.filled_qty, order.qty))
-                ledger.emit(
-                    session,
-                    OrderAccepted(**self._leg(order, ts_ms), order_id=placed.order_id, tag=order.tag),
-                    msg_id=f"{order.intent_id}:accepted",
-                    ts_ms=ts_ms,
-                )
+            rows = {o.id: o for o in session.scalars(
+                select(Order).where(Order.id.in_(sorted({a[0] for a in answers})))
+                .order_by(Order.id).with_for_update())}
+            for order_id, placed, ts_ms in answers:
+                order = rows.get(order_id)
+                if order is not None:
+                    self._apply(session, order, placed, ts_ms)
+
+    def _apply(self, session: Session, order: Order, placed: BrokerOrder, ts_ms: int) -> None:
+        if order.state in ORDER_TERMINAL:
+            return
+        known = {} if order.broker_order_id is not None else {"broker_order_id": placed.order_id}
+        partly_cancelled = placed.status == BrokerOrderStatus.CANCELLED and placed.filled_qty > 0
+        if placed.status == BrokerOrderStatus.COMPLETE or partly_cancelled:
+            # A partial fill whose rest was cancelled ends as FILLED with what did fill.
+            avg = placed.average_price if placed.average_price is not None else to_paise(order.ref_price)
+            ledger.move_order(
+                session, order, OrderEvent.FILL, note=placed.status, **known,
+                filled_qty=min(placed.filled_qty, order.qty), average_price=to_rupees(avg),
+            )
+            self._emit_filled(session, order, avg, ts_ms)
+        elif placed.status == BrokerOrderStatus.REJECTED:
+            reason = placed.status_message or "rejected by broker"
+            ledger.move_order(session, order, OrderEvent.REJECT, reason=reason, **known)
+            self._emit_rejected(session, order, reason, None, ts_ms)
+        elif placed.status == BrokerOrderStatus.CANCELLED:
+            ledger.move_order(session, order, OrderEvent.CANCEL, reason=placed.status_message, **known)
+            self._emit_rejected(session, order, "cancelled", None, ts_ms)
+        elif order.state == OrderState.OPEN:
+            if placed.filled_qty > order.filled_qty:  # a partial fill: progress, not an end
+                known["filled_qty"] = min(placed.filled_qty, order.qty)
+            if known:
+                ledger.update_order(session, order, **known)
+        else:
+            ledger.move_order(session, order, OrderEvent.ACCEPT,
+                              filled_qty=min(placed.filled_qty, order.qty), **known)
+            ledger.emit(
+                session,
+                OrderAccepted(**self._leg(order, ts_ms), order_id=placed.order_id, tag=order.tag),
+                msg_id=f"{order.intent_id}:accepted",
+                ts_ms=ts_ms,
+            )
 
     def _leg(self, order: Order, ts_ms: int) -> dict[str, object]:
         return {
@@ -469,7 +557,7 @@ class Execution:
                     msg_id=f"{gtt.intent_id}:placed", ts_ms=intent.ts_ms)
             if gtt.state != GttState.NEW:
                 return
-            state = ledger.risk_state(session, self._today_start(intent.ts_ms), None, gtt.id)
+            state = ledger.risk_state(session, self._today_start(intent.ts_ms), exclude_gtt_id=gtt.id)
             reason = check_gtt_create(state, self.limits())
             if reason is not None:
                 ledger.move_gtt(session, gtt, GttEvent.REJECT, reason=reason.value)
@@ -663,7 +751,7 @@ class Execution:
             ref_price=to_paise(gtt.last_price if reason == ExitReason.STOP else gtt.trigger_price),
             reason=reason,
         )
-        order_id = self._record_order(intent, "SELL", qty, intent.ref_price, False)
+        order_id = self._record_order(intent)
         self._guard_and_submit(order_id, ts_ms)
 
     def record_gtt_exit(self, gtt_id: int, exit_order: BrokerOrder, ts_ms: int) -> None:

@@ -32,6 +32,10 @@ log = logging.getLogger("ratchet.bus")
 Handler = Callable[[str, str, Envelope], None]
 """handler(stream, entry_id, envelope): apply the effect durably, or raise."""
 
+BatchHandler = Callable[[str, list[tuple[str, Envelope]]], None]
+"""batch_handler(stream, [(entry_id, envelope), ...]): apply every entry's effect durably, or
+raise, in which case each entry is handled again on its own by the single-entry handler."""
+
 BatchHook = Callable[[], None]
 
 
@@ -68,6 +72,7 @@ class StreamConsumer:
     start: str | dict[str, str] = "0"  # where a new group starts, for all or per stream
     before_ack: BatchHook | None = None  # make a batch's effects durable; raising stops the loop
     after_batch: BatchHook | None = None
+    batch_handler: BatchHandler | None = None  # many entries at once, for throughput
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     _failures: dict[str, int] = field(default_factory=dict)
     _retry_own: bool = True
@@ -133,28 +138,57 @@ class StreamConsumer:
         count = 0
         for stream, entries in batches:
             acks: list[str] = []
+            decoded: list[tuple[str, Envelope, str]] = []
             for raw_id, fields in entries:
                 entry_id = _s(raw_id)
-                if self._handle_one(stream, entry_id, fields):
-                    acks.append(entry_id)
                 count += 1
+                item = self._decode(stream, entry_id, fields)
+                if item is None:
+                    acks.append(entry_id)  # parked
+                else:
+                    decoded.append((entry_id, *item))
+            if decoded and self._handle_together(stream, decoded):
+                acks.extend(entry_id for entry_id, _, _ in decoded)
+            else:
+                acks.extend(entry_id for entry_id, envelope, data in decoded
+                            if self._handle_one(stream, entry_id, envelope, data))
             if acks:
                 if self.before_ack is not None:
                     self.before_ack()
                 self.client.xack(stream, self.group, *acks)
         return count
 
-    def _handle_one(self, stream: str, entry_id: str, fields: dict) -> bool:
-        """Return True when the entry may be acked (handled, or parked)."""
+    def _decode(self, stream: str, entry_id: str, fields: dict) -> tuple[Envelope, str] | None:
+        """The entry's envelope and raw text, or None when it cannot be read (it is parked)."""
         data = fields.get(FIELD) if fields else None
         if data is None:
             self._park(stream, entry_id, repr(fields), "entry has no 'd' field", 1)
-            return True
+            return None
         try:
-            envelope = decode(data)
+            return decode(data), _s(data)
         except (UnknownMessage, MalformedMessage) as exc:
             self._park(stream, entry_id, _s(data), str(exc), 1)
-            return True
+            return None
+
+    def _handle_together(self, stream: str, decoded: list[tuple[str, Envelope, str]]) -> bool:
+        """Apply a read's entries through the batch handler; False (nothing counted) when there
+        is none, one entry only, or it failed — then each entry goes through the handler alone."""
+        if self.batch_handler is None or len(decoded) < 2:
+            return False
+        try:
+            self.batch_handler(stream, [(entry_id, envelope) for entry_id, envelope, _ in decoded])
+        except Exception as exc:
+            log.warning("batch failed; handling its entries one by one",
+                        extra={"stream": stream, "group": self.group, "count": len(decoded),
+                               "error": repr(exc)})
+            return False
+        for entry_id, _, _ in decoded:
+            self._failures.pop(entry_id, None)
+        self.stats.handled += len(decoded)
+        return True
+
+    def _handle_one(self, stream: str, entry_id: str, envelope: Envelope, data: str) -> bool:
+        """Return True when the entry may be acked (handled, or parked)."""
         try:
             self.handler(stream, entry_id, envelope)
         except Exception as exc:  # a handler bug or a transient outage: retry, then park
@@ -175,7 +209,7 @@ class StreamConsumer:
                 exc_info=failures == 1,
             )
             if failures >= self.dead_letter_after:
-                self._park(stream, entry_id, _s(data), repr(exc), failures)
+                self._park(stream, entry_id, data, repr(exc), failures)
                 self._failures.pop(entry_id, None)
                 return True
             time.sleep(min(0.05 * failures, 0.5))

@@ -121,6 +121,16 @@ def check_order(check: OrderCheck, state: RiskState, limits: RiskLimits) -> Reje
     return None
 
 
+def count_order(check: OrderCheck, state: RiskState) -> None:
+    """Add an order that passed to ``state``, so that orders checked together see each other
+    as a picture read after each one was recorded would: a buy that adds risk opens a leg and
+    deploys its value; every live order holds its leg."""
+    if check.adds_risk:
+        state.open_legs += 1
+        state.deployed_paise += check.qty * check.price_paise
+    state.live_order_keys.add(check.leg_key)
+
+
 def check_gtt_create(state: RiskState, limits: RiskLimits) -> RejectReason | None:
     """A protective GTT: only Kite's cap on active GTTs can refuse it (never a halt)."""
     if state.active_gtts >= limits.max_active_gtts:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -147,6 +148,12 @@ class Order(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    __table_args__ = (
+        # The guards' risk picture: open legs, and the legs closed today (migration 0003).
+        Index("ix_orders_open_buys", "id", postgresql_where=text(
+            "side = 'BUY' AND leg_closed_at IS NULL AND state NOT IN ('REJECTED', 'CANCELLED')")),
+        Index("ix_orders_leg_closed_at", "leg_closed_at", postgresql_where=text("leg_closed_at IS NOT NULL")),
     )
 
 

@@ -13,7 +13,8 @@ import threading
 import time
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution.brokers.base import (
@@ -55,27 +56,37 @@ class PaperBroker(BrokerInterface):
         price = request.reference_price if request.order_type == "MARKET" else request.price
         if price is None or price <= 0:
             raise BrokerRejected("price must be positive")
+        order = BrokerOrder(
+            order_id=_order_id(),
+            tag=request.tag,
+            exchange=request.exchange,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+            status=BrokerOrderStatus.COMPLETE,
+            filled_qty=request.qty,
+            average_price=price,
+        )
         with self.sessions.begin() as session:
             if request.side == "SELL":
                 self._take_holding(session, request.exchange, request.symbol, request.qty)
             else:
                 self._add_holding(session, request.exchange, request.symbol, request.qty, price)
-            row = PaperOrder(
-                order_id=_order_id(),
-                tag=request.tag,
-                exchange=request.exchange,
-                symbol=request.symbol,
-                side=request.side,
-                qty=request.qty,
+            session.execute(insert(PaperOrder.__table__).values(
+                order_id=order.order_id,
+                tag=order.tag,
+                exchange=order.exchange,
+                symbol=order.symbol,
+                side=order.side,
+                qty=order.qty,
                 order_type=request.order_type,
                 product=request.product,
                 price=to_rupees(price),
-                status=BrokerOrderStatus.COMPLETE,
-                filled_qty=request.qty,
+                status=order.status,
+                filled_qty=order.filled_qty,
                 average_price=to_rupees(price),
-            )
-            session.add(row)
-        return _order(row)
+            ))
+        return order
 
     def cancel_order(self, order_id: str) -> None:
         with self.sessions.begin() as session:
@@ -253,15 +264,20 @@ class PaperBroker(BrokerInterface):
     # --- holdings ------------------------------------------------------------------------------
 
     def _add_holding(self, session: Session, exchange: str, symbol: str, qty: int, price: int) -> None:
-        row = session.get(PaperHolding, (exchange, symbol), with_for_update=True)
-        if row is None:
-            session.add(PaperHolding(exchange=exchange, symbol=symbol, qty=qty, average_price=to_rupees(price)))
-            return
-        total = row.qty + qty
-        row.average_price = ((row.average_price * row.qty + to_rupees(price) * qty) / total).quantize(
-            Decimal("0.01")
-        )
-        row.qty = total
+        """Add a bought quantity to the holding in one statement; its average price is the
+        quantity-weighted mean, rounded to the paisa."""
+        held = PaperHolding.__table__.c
+        new = insert(PaperHolding.__table__).values(
+            exchange=exchange, symbol=symbol, qty=qty, average_price=to_rupees(price))
+        session.execute(new.on_conflict_do_update(
+            index_elements=[held.exchange, held.symbol],
+            set_={
+                "qty": held.qty + new.excluded.qty,
+                "average_price": func.round(
+                    (held.average_price * held.qty + new.excluded.average_price * new.excluded.qty)
+                    / (held.qty + new.excluded.qty), 2),
+            },
+        ))
 
     def _take_holding(self, session: Session, exchange: str, symbol: str, qty: int) -> None:
         row = session.get(PaperHolding, (exchange, symbol), with_for_update=True)

@@ -107,7 +107,7 @@ def test_gtt_placed_raised_and_triggered_closes_the_leg(execution, reconciler, s
 def test_crash_before_broker_call_places_exactly_once(execution, reconciler, sessions):
     """SIGKILL after SUBMITTED was committed, before the broker call: found nowhere, sent once."""
     intent = buy()
-    order_id = execution._record_order(intent, "BUY", intent.qty, intent.ref_price, True)
+    order_id = execution._record_order(intent)
     with sessions.begin() as s:
         s.execute(update(Order).where(Order.id == order_id).values(
             state=OrderState.SUBMITTED, submitted_at=func.now() - timedelta(seconds=30)))
@@ -123,7 +123,7 @@ def test_crash_before_broker_call_places_exactly_once(execution, reconciler, ses
 def test_crash_after_broker_accepted_adopts_by_tag(execution, reconciler, sessions):
     """SIGKILL after the broker accepted, before the record: adopted by its tag, not re-sent."""
     intent = buy()
-    order_id = execution._record_order(intent, "BUY", intent.qty, intent.ref_price, True)
+    order_id = execution._record_order(intent)
     with sessions.begin() as s:
         s.execute(update(Order).where(Order.id == order_id).values(
             state=OrderState.SUBMITTED, submitted_at=func.now() - timedelta(seconds=30)))
@@ -157,7 +157,7 @@ def test_halt_blocks_entries_but_not_exits(execution, reconciler, sessions, redi
 def test_order_from_an_earlier_day_not_found_is_not_resent(execution, reconciler, sessions):
     """Kite's book holds today only: yesterday's unresolved order is an alert, never a resend."""
     intent = buy()
-    order_id = execution._record_order(intent, "BUY", intent.qty, intent.ref_price, True)
+    order_id = execution._record_order(intent)
     with sessions.begin() as s:
         s.execute(update(Order).where(Order.id == order_id).values(
             state=OrderState.UNKNOWN, submitted_at=func.now() - timedelta(hours=20)))

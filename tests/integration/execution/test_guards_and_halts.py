@@ -197,7 +197,7 @@ def test_failed_reconciliation_halts_until_the_broker_answers(servers) -> None: 
     execution = build(*servers, broker=broker)
     reconciler = Reconciler(execution, OutboxRelay(sessions, Publisher(client, "x"), "execution"))
     pending = entry(1)
-    order_id = execution._record_order(pending, "BUY", 2, 100_000, True)
+    order_id = execution._record_order(pending)
     with sessions.begin() as session:
         session.get(Order, order_id).state = OrderState.UNKNOWN
     assert reconciler.run_once() is False
