@@ -3,7 +3,7 @@ paper broker's place call, through real Redis and Postgres, at 500 intents/s.
 
 The intents come from a process of their own (as the strategy's would), at a steady 500/s. They
 are read by the execution service's own intents consumer (`services.execution.main`: reads of up
-to 50, handled together, the outbox relayed after each read): intents recorded, guarded and
+to 50, handled together, the relay nudged after each read): intents recorded, guarded and
 committed SUBMITTED, then the broker call, then its answer committed. Both processes stamp with
 the system-wide monotonic clock. The order budget (10/s at Kite) is switched off for this
 measurement, or it alone would set the latency. Also prints the throughput reached: below 500/s,
@@ -91,8 +91,10 @@ def run() -> list[tuple[str, float, str]]:
         consumer = intents_consumer(client, execution, relay, settings)
         consumer.setup()
         stop = threading.Event()
-        worker = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
-        worker.start()
+        workers = [threading.Thread(target=consumer.run, args=(stop,), daemon=True),
+                   threading.Thread(target=relay.run, args=(stop,), daemon=True)]
+        for worker in workers:
+            worker.start()
         context = multiprocessing.get_context("spawn")
         sent: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
         producer = context.Process(target=publish, args=(redis_url, time.monotonic() + 2.0, sent))
@@ -103,7 +105,8 @@ def run() -> list[tuple[str, float, str]]:
         while len(broker.reached) < INTENTS and time.monotonic() < deadline:
             time.sleep(0.05)
         stop.set()
-        worker.join(5)
+        for worker in workers:
+            worker.join(5)
         engine.dispose()
         client.close()
     measured = [order_tag(_intent(n, 0).intent_id) for n in range(WARMUP, INTENTS)]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, tuple_, update
+from sqlalchemy import Select, Update, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -98,12 +100,7 @@ def record_intents(session: Session, intents: Sequence[tuple[str, str, dict[str,
             for intent_id, kind, payload in intents}
     if not rows:
         return set()
-    table = Intent.__table__
-    result = session.execute(
-        insert(table).values(list(rows.values()))
-        .on_conflict_do_nothing(index_elements=["intent_id"]).returning(table.c.intent_id)
-    )
-    return set(result.scalars())
+    return set(session.execute(_INSERT_INTENTS, list(rows.values())).scalars())
 
 
 def insert_orders(session: Session, orders: Sequence[Order]) -> None:
@@ -112,29 +109,41 @@ def insert_orders(session: Session, orders: Sequence[Order]) -> None:
     new = [o for o in orders if o.id is None]
     if not new:
         return
-    table = Order.__table__
-    ids = session.execute(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True),
-        [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new],
-    ).scalars().all()
+    ids = session.execute(_INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new]
+                          ).scalars().all()
     for order, order_id in zip(new, ids, strict=True):
         order.id = order_id
-    session.execute(insert(AuditEntry.__table__), [
+    session.execute(_INSERT_AUDIT, [
         {"actor": SOURCE, "action": "order.recorded", "object_type": "order", "object_id": o.intent_id,
          "after": {"side": o.side, "qty": o.qty}} for o in new])
-
-
-_ORDER_FIELDS = (
-    "intent_id", "tag", "exchange", "symbol", "ladder_id", "leg", "side", "qty", "order_type",
-    "product", "ref_price", "adds_risk", "state", "filled_qty", "attempts", "reason", "history",
-    "submitted_at",
-)
 
 
 def lock_risk(session: Session) -> None:
     """Serialise the guards of every replica until this transaction ends: two orders checked at
     once would each see room for one more leg and both pass."""
-    session.execute(select(func.pg_advisory_xact_lock(RISK_LOCK)))
+    session.execute(_LOCK_RISK)
+
+
+# The hot path's statements, built once (SQLAlchemy then reuses their compiled form).
+_ORDER_FIELDS = (
+    "intent_id", "tag", "exchange", "symbol", "ladder_id", "leg", "side", "qty", "order_type",
+    "product", "ref_price", "adds_risk", "state", "filled_qty", "attempts", "reason", "history",
+    "submitted_at",
+)
+_INSERT_INTENTS = (insert(Intent.__table__).on_conflict_do_nothing(index_elements=["intent_id"])
+                   .returning(Intent.__table__.c.intent_id))
+_INSERT_ORDERS = insert(Order.__table__).returning(Order.__table__.c.id, sort_by_parameter_order=True)
+_INSERT_AUDIT = insert(AuditEntry.__table__)
+_LOCK_RISK = select(func.pg_advisory_xact_lock(RISK_LOCK))
+
+
+@cache
+def _order_update(keys: tuple[str, ...]) -> Update:
+    """``UPDATE orders SET <keys> WHERE id = :order_id AND state = :expected``, one per key set."""
+    table = Order.__table__
+    return (update(table)
+            .where(table.c.id == bindparam("order_id"), table.c.state == bindparam("expected"))
+            .values({key: bindparam(key) for key in keys}))
 
 
 def move_order(
@@ -158,16 +167,44 @@ def move_order(
 def update_order(session: Session, order: Order, **values: Any) -> bool:
     """One conditional UPDATE of a stored order (``WHERE state`` is still what we read), kept
     in step on ``order`` without marking it dirty, so no second UPDATE follows at the flush."""
-    result = session.execute(
-        update(Order.__table__)
-        .where(Order.__table__.c.id == order.id, Order.__table__.c.state == order.state)
-        .values(**values)
-    )
-    if not result.rowcount:
+    keys = tuple(sorted(values))
+    params = {"order_id": order.id, "expected": order.state, **values}
+    queued: dict[tuple[str, ...], list[dict[str, Any]]] | None = session.info.get(_QUEUED)
+    if queued is not None:
+        queued.setdefault(keys, []).append(params)
+    elif not session.execute(_order_update(keys), params).rowcount:
         return False
     for key, value in values.items():
         set_committed_value(order, key, value)
     return True
+
+
+@contextmanager
+def locked_order_updates(session: Session) -> Iterator[None]:
+    """Within, order updates are queued and written together (one statement per set of
+    columns), at the end or before anything reads orders. Only for orders this transaction
+    has locked: their state cannot change under it, so each conditional update must match,
+    and a count that does not add up raises (rolling the transaction back)."""
+    session.info[_QUEUED] = {}
+    try:
+        yield
+        write_queued_updates(session)
+    finally:
+        session.info.pop(_QUEUED, None)
+
+
+def write_queued_updates(session: Session) -> None:
+    queued: dict[tuple[str, ...], list[dict[str, Any]]] | None = session.info.get(_QUEUED)
+    if not queued:
+        return
+    for keys, rows in queued.items():
+        done = session.execute(_order_update(keys), rows).rowcount
+        if done != len(rows):
+            raise RuntimeError(f"{len(rows) - done} locked order(s) changed under their lock")
+    queued.clear()
+
+
+_QUEUED = "ratchet.queued_order_updates"
 
 
 def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool:
@@ -282,6 +319,7 @@ def close_leg(
 ) -> Order | None:
     """Mark the leg's entry order closed at event time ``ts_ms`` with its realised PnL; None if
     it was closed already. Event time, so that "today's loss" follows the market's day."""
+    write_queued_updates(session)  # the entry's own fill may be among them
     buy = buy_order_of_leg(session, ladder_id, leg)
     if buy is None or buy.leg_closed_at is not None:
         return None

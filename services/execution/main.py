@@ -54,12 +54,12 @@ def start_kite(runtime: ServiceRuntime, settings: Settings, kite: KiteConnection
 def intents_consumer(
     client: redis.Redis, execution: Execution, relay: OutboxRelay, settings: Settings
 ) -> StreamConsumer:
-    """The consumer of ``strategy.intents``: up to 50 intents a read, handled together, their
-    events relayed after each read."""
+    """The consumer of ``strategy.intents``: up to 50 intents a read, handled together; after
+    each read the relay (running as its own worker) is nudged to publish their events."""
     return StreamConsumer(
         client, [streams.INTENTS], streams.GROUP_EXECUTION, f"{NAME}-{settings.replica}",
         execution.handle, dead_letter_after=settings.dead_letter_after, batch=50,
-        after_batch=relay.flush, batch_handler=execution.handle_batch,
+        after_batch=relay.nudge, batch_handler=execution.handle_batch,
     )
 
 
@@ -109,6 +109,6 @@ def main(settings: Settings) -> None:
         [streams.INTENTS, streams.EXEC_EVENTS, streams.CONTROL],
     )
     runtime.every("reconcile", 1.0, reconciler.run_once)
-    runtime.every("outbox", 0.2, relay.flush)
+    runtime.spawn("outbox", relay.run)
     runtime.announce_ready(client)
     runtime.wait()

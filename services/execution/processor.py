@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
@@ -66,6 +66,11 @@ from shared.store.models import Gtt, Instrument, Intent, Order
 log = logging.getLogger("ratchet.execution")
 
 
+_INSTRUMENTS = select(
+    Instrument.exchange, Instrument.tradingsymbol, Instrument.tick_size, Instrument.freeze_qty
+).where(tuple_(Instrument.exchange, Instrument.tradingsymbol).in_(bindparam("pairs", expanding=True)))
+
+
 @dataclass(frozen=True)
 class InstrumentInfo:
     tick: int
@@ -112,10 +117,7 @@ class Execution:
         missing = {(e, s) for e, s in pairs if f"{e}:{s}" not in self._instruments}
         if not missing:
             return
-        rows = session.execute(
-            select(Instrument.exchange, Instrument.tradingsymbol, Instrument.tick_size, Instrument.freeze_qty)
-            .where(tuple_(Instrument.exchange, Instrument.tradingsymbol).in_(sorted(missing)))
-        ).all()
+        rows = session.execute(_INSTRUMENTS, {"pairs": sorted(missing)}).all()
         found = {(r.exchange, r.tradingsymbol): r for r in rows}
         for exchange, symbol in missing:
             row = found.get((exchange, symbol))
@@ -411,10 +413,11 @@ class Execution:
             rows = {o.id: o for o in session.scalars(
                 select(Order).where(Order.id.in_(sorted({a[0] for a in answers})))
                 .order_by(Order.id).with_for_update())}
-            for order_id, placed, ts_ms in answers:
-                order = rows.get(order_id)
-                if order is not None:
-                    self._apply(session, order, placed, ts_ms)
+            with session.no_autoflush, ledger.locked_order_updates(session):
+                for order_id, placed, ts_ms in answers:
+                    order = rows.get(order_id)
+                    if order is not None:
+                        self._apply(session, order, placed, ts_ms)
 
     def _apply(self, session: Session, order: Order, placed: BrokerOrder, ts_ms: int) -> None:
         if order.state in ORDER_TERMINAL:

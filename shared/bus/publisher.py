@@ -9,6 +9,7 @@ consumers dedupe by message id, so publishing twice is harmless.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Iterable
@@ -89,6 +90,25 @@ class OutboxRelay:
         self.publisher = publisher
         self.source = source
         self._lock_key = zlib.crc32(f"outbox:{source}".encode())
+        self._nudged = threading.Event()
+
+    def nudge(self) -> None:
+        """Ask :meth:`run` to publish now (a consumer's batch just committed messages): the
+        consumer goes on at once instead of waiting for the publish."""
+        self._nudged.set()
+
+    def run(self, stop: threading.Event, every_s: float = 0.2) -> None:
+        """Publish when nudged, and at least every ``every_s``, until ``stop`` is set; a failed
+        flush (Redis or Postgres away) is logged and tried again."""
+        while not stop.is_set():
+            self._nudged.wait(every_s)
+            self._nudged.clear()
+            try:
+                while self.flush() and not stop.is_set():
+                    pass  # a full page: there may be more
+            except Exception:
+                log.exception("outbox flush failed", extra={"source": self.source})
+                stop.wait(every_s)
 
     def flush(self, limit: int = 500) -> int:
         with self.sessions() as session:

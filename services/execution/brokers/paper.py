@@ -13,8 +13,7 @@ import threading
 import time
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution.brokers.base import (
@@ -31,6 +30,33 @@ from shared.domain.money import to_paise, to_rupees
 from shared.store.models import PaperGtt, PaperHolding, PaperOrder
 
 _ids = itertools.count()
+
+# An order and its holding change in one statement (so one transaction). Its commit needs no
+# flush to disk of its own: the WAL is written in order, so execution's next synchronous commit
+# (the record of this order's answer) makes it durable too, and if Postgres dies before that,
+# neither survives — the order is as never placed, and the reconciler, finding no order with its
+# tag after the settle window, sends it once.
+_PLACE = """
+WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)),
+holding AS ({holding})
+INSERT INTO paper_orders (order_id, tag, exchange, symbol, side, qty, order_type, product, price,
+                          status, filled_qty, average_price)
+SELECT :order_id, :tag, :exchange, :symbol, :side, :qty, :order_type, :product, :price,
+       :status, :qty, :price
+FROM async_commit{joined}
+"""
+_BUY = text(_PLACE.format(joined="", holding="""
+    INSERT INTO paper_holdings (exchange, symbol, qty, average_price)
+    VALUES (:exchange, :symbol, :qty, :price)
+    ON CONFLICT (exchange, symbol) DO UPDATE SET
+        qty = paper_holdings.qty + excluded.qty,
+        average_price = round((paper_holdings.average_price * paper_holdings.qty
+                               + excluded.average_price * excluded.qty)
+                              / (paper_holdings.qty + excluded.qty), 2)"""))
+_SELL = text(_PLACE.format(joined=", holding", holding="""
+    UPDATE paper_holdings SET qty = qty - :qty
+    WHERE exchange = :exchange AND symbol = :symbol AND qty >= :qty
+    RETURNING 1"""))
 
 
 def _order_id() -> str:
@@ -67,25 +93,17 @@ class PaperBroker(BrokerInterface):
             filled_qty=request.qty,
             average_price=price,
         )
-        with self.sessions.begin() as session:
-            if request.side == "SELL":
-                self._take_holding(session, request.exchange, request.symbol, request.qty)
-            else:
-                self._add_holding(session, request.exchange, request.symbol, request.qty, price)
-            session.execute(insert(PaperOrder.__table__).values(
-                order_id=order.order_id,
-                tag=order.tag,
-                exchange=order.exchange,
-                symbol=order.symbol,
-                side=order.side,
-                qty=order.qty,
-                order_type=request.order_type,
-                product=request.product,
-                price=to_rupees(price),
-                status=order.status,
-                filled_qty=order.filled_qty,
-                average_price=to_rupees(price),
-            ))
+        params = {"order_id": order.order_id, "tag": order.tag, "exchange": order.exchange,
+                  "symbol": order.symbol, "side": order.side, "qty": order.qty,
+                  "order_type": request.order_type, "product": request.product,
+                  "price": to_rupees(price), "status": order.status.value}
+        with self.sessions() as session:  # one statement, so its own transaction
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            placed = session.execute(_SELL if request.side == "SELL" else _BUY, params).rowcount
+            if not placed:
+                held = session.get(PaperHolding, (request.exchange, request.symbol))
+                raise BrokerRejected(f"insufficient holdings of {request.symbol}: "
+                                     f"{held.qty if held else 0} < {request.qty}")
         return order
 
     def cancel_order(self, order_id: str) -> None:
@@ -262,22 +280,6 @@ class PaperBroker(BrokerInterface):
         return True
 
     # --- holdings ------------------------------------------------------------------------------
-
-    def _add_holding(self, session: Session, exchange: str, symbol: str, qty: int, price: int) -> None:
-        """Add a bought quantity to the holding in one statement; its average price is the
-        quantity-weighted mean, rounded to the paisa."""
-        held = PaperHolding.__table__.c
-        new = insert(PaperHolding.__table__).values(
-            exchange=exchange, symbol=symbol, qty=qty, average_price=to_rupees(price))
-        session.execute(new.on_conflict_do_update(
-            index_elements=[held.exchange, held.symbol],
-            set_={
-                "qty": held.qty + new.excluded.qty,
-                "average_price": func.round(
-                    (held.average_price * held.qty + new.excluded.average_price * new.excluded.qty)
-                    / (held.qty + new.excluded.qty), 2),
-            },
-        ))
 
     def _take_holding(self, session: Session, exchange: str, symbol: str, qty: int) -> None:
         row = session.get(PaperHolding, (exchange, symbol), with_for_update=True)
