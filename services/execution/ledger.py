@@ -109,10 +109,10 @@ def insert_orders(session: Session, orders: Sequence[Order]) -> None:
     new = [o for o in orders if o.id is None]
     if not new:
         return
-    ids = session.execute(_INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new]
-                          ).scalars().all()
-    for order, order_id in zip(new, ids, strict=True):
-        order.id = order_id
+    ids = dict(session.execute(_INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS}
+                                                for o in new]).tuples().all())
+    for order in new:
+        order.id = ids[order.intent_id]
     session.execute(_INSERT_AUDIT, [
         {"actor": SOURCE, "action": "order.recorded", "object_type": "order", "object_id": o.intent_id,
          "after": {"side": o.side, "qty": o.qty}} for o in new])
@@ -132,7 +132,7 @@ _ORDER_FIELDS = (
 )
 _INSERT_INTENTS = (insert(Intent.__table__).on_conflict_do_nothing(index_elements=["intent_id"])
                    .returning(Intent.__table__.c.intent_id))
-_INSERT_ORDERS = insert(Order.__table__).returning(Order.__table__.c.id, sort_by_parameter_order=True)
+_INSERT_ORDERS = insert(Order.__table__).returning(Order.__table__.c.intent_id, Order.__table__.c.id)
 _INSERT_AUDIT = insert(AuditEntry.__table__)
 _LOCK_RISK = select(func.pg_advisory_xact_lock(RISK_LOCK))
 
