@@ -109,8 +109,8 @@ def insert_orders(session: Session, orders: Sequence[Order]) -> None:
     new = [o for o in orders if o.id is None]
     if not new:
         return
-    ids = dict(session.execute(_INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS}
-                                                for o in new]).tuples().all())
+    ids: dict[str, int] = dict(session.execute(  # type: ignore[arg-type]
+        _INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new]).all())
     for order in new:
         order.id = ids[order.intent_id]
     session.execute(_INSERT_AUDIT, [

@@ -234,14 +234,15 @@ class Execution:
             return order.id
 
     def _record_orders(self, session: Session, intents: Sequence[PlaceOrder | ExitLeg]) -> list[Order]:
-        """The order of each intent, in order: the stored one, locked for this transaction, or a
-        new one (NEW) not stored yet, so that the guards settle its state before its single
+        """The order of each intent, in order: the stored one, or a new one (NEW) not stored yet, so that the guards settle its state before its single
         INSERT (:func:`ledger.insert_orders`). An entry is a buy that adds risk, an exit a sale."""
         fresh = ledger.record_intents(session, [(i.intent_id, i.TYPE, i.model_dump(mode="json"))
                                                 for i in intents])
         seen = sorted({i.intent_id for i in intents} - fresh)  # redelivered: their orders exist
+        # Not locked: one may be held by the worker sending it, and every change made here is a
+        # conditional update anyway.
         known = {o.intent_id: o for o in session.scalars(
-            select(Order).where(Order.intent_id.in_(seen)).order_by(Order.id).with_for_update())} if seen else {}
+            select(Order).where(Order.intent_id.in_(seen)))} if seen else {}
         orders: list[Order] = []
         for intent in intents:
             order = known.get(intent.intent_id)
@@ -339,28 +340,36 @@ class Execution:
             state.halted = halt_row is not None
             state.halt_reason = halt_row.reason if halt_row else None
 
-    def submit(self, order_id: int, ts_ms: int) -> None:
-        """The broker call for a SUBMITTED order recorded earlier (a resubmission)."""
-        with self.sessions() as session:
-            order = session.get(Order, order_id)
-        if order is not None and order.state == OrderState.SUBMITTED:
-            self.submit_orders([(order, ts_ms)])
-
     def submit_orders(self, orders: Sequence[tuple[Order, int]]) -> None:
-        """The broker calls for orders just committed SUBMITTED, one after another, then the
-        record of every answer in one transaction. A crash in between leaves SUBMITTED rows,
-        which the reconciler settles by tag."""
-        answers: list[tuple[int, BrokerOrder, int]] = []
-        for order, ts_ms in orders:
-            placed = self._send(order, ts_ms)
-            if placed is not None:
-                self.faults.point("after_broker_call")
-                answers.append((order.id, placed, ts_ms))
-        self.apply_broker_orders(answers)
+        """The broker calls for orders just committed SUBMITTED, one after another, inside one
+        transaction that holds their rows and then records every answer. While it holds them,
+        no other worker can take a row for unsent and send it again (the reconciler waits for
+        the lock, then asks the broker by tag once more); an order resubmitted meanwhile (its
+        attempt moved on) is its resubmitter's to send. A crash releases the rows SUBMITTED:
+        the reconciler settles them by tag."""
+        if not orders:
+            return
+        expected = {o.id: (o.attempts, ts_ms) for o, ts_ms in orders}
+        with self.sessions.begin() as session:
+            rows = session.scalars(
+                select(Order).where(Order.id.in_(sorted(expected)), Order.state == OrderState.SUBMITTED)
+                .order_by(Order.id).with_for_update()).all()
+            outcomes: list[tuple[Order, BrokerOrder | BrokerError, int]] = []
+            for order in rows:
+                attempts, ts_ms = expected[order.id]
+                if order.attempts != attempts:
+                    continue
+                outcome = self._send(order)
+                if isinstance(outcome, BrokerOrder):
+                    self.faults.point("after_broker_call")
+                outcomes.append((order, outcome, ts_ms))
+            with session.no_autoflush, ledger.locked_order_updates(session):
+                for order, outcome, ts_ms in outcomes:
+                    self._record_outcome(session, order, outcome, ts_ms)
 
-    def _send(self, order: Order, ts_ms: int) -> BrokerOrder | None:
-        """One order to the broker: what it holds now, or None when the call did not place it
-        (a rejection, recorded) or its outcome is unknown (left to the reconciler)."""
+    def _send(self, order: Order) -> BrokerOrder | BrokerError:
+        """One order to the broker: what the broker holds now, or the error that says it was
+        refused, or that the outcome is unknown. Nothing is written here."""
         request = OrderRequest(
             tag=order.tag,
             exchange=order.exchange,
@@ -379,27 +388,21 @@ class Execution:
                 return self.broker.place_order(request)
             except BrokerRateLimited:
                 time.sleep(0.2)  # nothing was placed: send again after a pause
-            except BrokerRejected as exc:
-                self._record_rejection(order.id, str(exc), ts_ms)
-                return None
-            except BrokerUnavailable as exc:
-                self._record_unknown(order.id, str(exc))
-                return None
-            except BrokerError as exc:  # e.g. the session expired: left SUBMITTED, reconciled later
-                log.error("order not sent", extra={"order_id": order.id, "error": str(exc)})
-                return None
+            except BrokerError as exc:
+                return exc
 
-    def _record_rejection(self, order_id: int, reason: str, ts_ms: int) -> None:
-        with self.sessions.begin() as session:
-            order = session.get(Order, order_id)
-            if order is not None and ledger.move_order(session, order, OrderEvent.REJECT, reason=reason):
-                self._emit_rejected(session, order, reason, None, ts_ms)
-
-    def _record_unknown(self, order_id: int, reason: str) -> None:
-        with self.sessions.begin() as session:
-            order = session.get(Order, order_id)
-            if order is not None and order.state == OrderState.SUBMITTED:
-                ledger.move_order(session, order, OrderEvent.LOSE, note=reason)
+    def _record_outcome(
+        self, session: Session, order: Order, outcome: BrokerOrder | BrokerError, ts_ms: int
+    ) -> None:
+        if isinstance(outcome, BrokerOrder):
+            self._apply(session, order, outcome, ts_ms)
+        elif isinstance(outcome, BrokerRejected):
+            if ledger.move_order(session, order, OrderEvent.REJECT, reason=str(outcome)):
+                self._emit_rejected(session, order, str(outcome), None, ts_ms)
+        elif isinstance(outcome, BrokerUnavailable):  # timed out or lost: reconciled by tag
+            ledger.move_order(session, order, OrderEvent.LOSE, note=str(outcome))
+        else:  # e.g. the session expired: left SUBMITTED, reconciled later
+            log.error("order not sent", extra={"order_id": order.id, "error": str(outcome)})
 
     def apply_broker_order(self, order_id: int, placed: BrokerOrder, ts_ms: int) -> None:
         self.apply_broker_orders([(order_id, placed, ts_ms)])

@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.execution import ledger
 from services.execution.brokers.base import (
@@ -112,29 +113,39 @@ class Reconciler:
                 return
             if row.submitted_at != order.submitted_at:
                 return  # another replica resubmitted it meanwhile
-            halt = ledger.active_halt(session)
-            if row.adds_risk and halt is not None:
-                reason = f"guard: halted ({halt.reason}); never reached the broker"
-                ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
-                self.execution._emit_rejected(session, row, reason, "halted", ts_ms)
-                return
-            if ledger.utcnow() - (row.submitted_at or row.created_at) > STALE_SUBMISSION:
-                # Kite's order book holds today only: an order sent on an earlier day and not
-                # found now may still have been placed. Never resent; a person checks holdings.
-                reason = "not in today's order book and submitted on an earlier day: not resent"
-                ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
-                self.execution._emit_rejected(session, row, reason, None, ts_ms)
-                ledger.raise_alert(session, AlertLevel.CRITICAL, "order_unresolved",
-                                   f"{row.side} {row.qty} {row.symbol}: {reason}; check the holdings",
-                                   ts_ms=ts_ms, symbol=row.symbol, ladder_id=row.ladder_id,
-                                   intent_id=row.intent_id)
-                return
-            ledger.move_order(
-                session, row, OrderEvent.RESUBMIT, note="not found after settle window",
-                submitted_at=ledger.utcnow(), attempts=row.attempts + 1,
-            )
-        log.info("resubmitting order not found at broker", extra={"intent_id": order.intent_id})
-        self.execution.submit(order.id, ts_ms)
+            # Asked again under the lock: a worker that held the row while sending it may have
+            # placed it and died before recording the answer.
+            found = self.broker.order_by_tag(row.tag)
+            resent = found is None and self._resubmit_locked(session, row, ts_ms)
+        if found is not None:
+            self.execution.apply_broker_order(order.id, found, ts_ms)
+        elif resent:
+            log.info("resubmitting order not found at broker", extra={"intent_id": order.intent_id})
+            self.execution.submit_orders([(row, ts_ms)])
+
+    def _resubmit_locked(self, session: Session, row: Order, ts_ms: int) -> bool:
+        """Move a locked, unplaced order on to be sent again (True), or reject it (False)."""
+        halt = ledger.active_halt(session)
+        if row.adds_risk and halt is not None:
+            reason = f"guard: halted ({halt.reason}); never reached the broker"
+            ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
+            self.execution._emit_rejected(session, row, reason, "halted", ts_ms)
+            return False
+        if ledger.utcnow() - (row.submitted_at or row.created_at) > STALE_SUBMISSION:
+            # Kite's order book holds today only: an order sent on an earlier day and not
+            # found now may still have been placed. Never resent; a person checks holdings.
+            reason = "not in today's order book and submitted on an earlier day: not resent"
+            ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
+            self.execution._emit_rejected(session, row, reason, None, ts_ms)
+            ledger.raise_alert(session, AlertLevel.CRITICAL, "order_unresolved",
+                               f"{row.side} {row.qty} {row.symbol}: {reason}; check the holdings",
+                               ts_ms=ts_ms, symbol=row.symbol, ladder_id=row.ladder_id,
+                               intent_id=row.intent_id)
+            return False
+        return ledger.move_order(
+            session, row, OrderEvent.RESUBMIT, note="not found after settle window",
+            submitted_at=ledger.utcnow(), attempts=row.attempts + 1,
+        )
 
     # --- GTTs ----------------------------------------------------------------------------------
 

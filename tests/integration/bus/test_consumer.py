@@ -84,3 +84,32 @@ def test_malformed_and_unknown_messages_are_parked_and_the_loop_goes_on(redis_cl
     assert handled == ["m0"]
     assert redis_client.xlen(streams.DEAD_LETTERS) == 3
     assert c.stats.parked == 3
+
+
+def test_a_read_goes_to_the_batch_handler_whole_and_one_by_one_when_it_fails(
+    redis_client: redis.Redis,
+) -> None:
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    def together(_s: str, entries: list[tuple[str, Envelope]]) -> None:
+        batches.append([env.id for _, env in entries])
+        if any(env.id == "m3" for _, env in entries):
+            raise RuntimeError("one bad entry")
+
+    def alone(_s: str, _e: str, env: Envelope) -> None:
+        if env.id == "m3":
+            raise RuntimeError("still bad")
+        singles.append(env.id)
+
+    c = consumer(redis_client, "a", alone, batch_handler=together, dead_letter_after=1)
+    publish(redis_client, 3)
+    c.poll_once()
+    assert batches == [["m0", "m1", "m2"]] and singles == []
+    assert c.stats.handled == 3 and redis_client.xpending(STREAM, "g")["pending"] == 0
+    Publisher(redis_client, "test").publish(STREAM, BarEnd(ts_ms=3), msg_id="m3")
+    Publisher(redis_client, "test").publish(STREAM, BarEnd(ts_ms=4), msg_id="m4")
+    c.poll_once()
+    assert batches[-1] == ["m3", "m4"]
+    assert singles == ["m4"]  # the good entry applied on its own; the bad one parked alone
+    assert c.stats.parked == 1 and redis_client.xpending(STREAM, "g")["pending"] == 0

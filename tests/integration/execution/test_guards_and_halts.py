@@ -237,3 +237,25 @@ def test_kill_switch_under_a_burst_and_after_a_restart(servers) -> None:  # noqa
     with sessions() as session:
         assert session.scalars(select(Gtt)).one().trigger_price == Decimal("985.00")
     assert order_of(sessions, f"m:{burst[1].ladder_id}:1:exit").state == OrderState.FILLED
+
+
+def test_orders_guarded_together_count_each_other(servers) -> None:  # noqa: ANN001
+    """A read's intents share one risk picture: each passed order counts before the next is
+    checked, so a batch cannot slip past the open-legs or capital limit; a copy of an intent in
+    the same batch is one order."""
+    sessions = servers[0]
+    execution = build(*servers, risk={"max_open_legs": 3, "max_capital": "5000"})
+    burst = [entry(n, symbol=s) for n, s in enumerate(["INFY", "TCS", "SBIN", "HDFC"], start=1)]
+    execution.place_orders([burst[0], burst[1], burst[0], burst[2], burst[3]])
+    assert [order_of(sessions, i.intent_id).state for i in burst[:2]] == [OrderState.FILLED] * 2
+    assert_refused(sessions, burst[2], "max_capital")  # 3 x 2 x 1000 > 5000
+    assert_refused(sessions, burst[3], "max_capital")
+    wider = build(*servers, risk={"max_open_legs": 3, "max_capital": "100000"})
+    more = [entry(n, symbol=s) for n, s in enumerate(["ITC", "LT", "WIPRO"], start=5)]
+    wider.place_orders(more)
+    assert order_of(sessions, more[0].intent_id).state == OrderState.FILLED
+    assert_refused(sessions, more[1], "max_open_legs")
+    assert_refused(sessions, more[2], "max_open_legs")
+    with sessions() as session:
+        placed = session.scalar(select(func.count()).select_from(PaperOrder))
+    assert placed == 3

@@ -13,6 +13,7 @@ from shared.domain.risk import (
     RiskState,
     check_gtt_create,
     check_order,
+    count_order,
 )
 
 LIMITS = RiskLimits()
@@ -94,3 +95,29 @@ def test_gtt_create_only_capped() -> None:
     assert check_gtt_create(RiskState(halted=True, market_open=False), LIMITS) is None
     assert check_gtt_create(RiskState(active_gtts=249), LIMITS) is None
     assert check_gtt_create(RiskState(active_gtts=250), LIMITS) == RejectReason.GTT_CAP
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    orders=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 40)), min_size=1, max_size=30),
+    max_legs=st.integers(0, 10),
+    capital=st.integers(0, 2_000_000),
+)
+def test_orders_checked_together_never_exceed_the_limits(
+    orders: list[tuple[int, int]], max_legs: int, capital: int
+) -> None:
+    """Orders checked one after another against one picture, each passed one counted: the legs
+    and capital that passed stay within the limits, and a leg passes at most once."""
+    limits = replace(LIMITS, max_open_legs=max_legs, max_capital_paise=capital)
+    state = RiskState()
+    legs = 0
+    deployed = 0
+    for qty, leg in orders:
+        check = replace(OK_ORDER, qty=qty, leg_key=f"NSE:INFY:{leg}")
+        if check_order(check, state, limits) is None:
+            count_order(check, state)
+            legs += 1
+            deployed += qty * check.price_paise
+    assert legs <= max_legs and deployed <= capital
+    assert (state.open_legs, state.deployed_paise) == (legs, deployed)
+    assert len(state.live_order_keys) == legs
