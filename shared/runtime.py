@@ -36,6 +36,7 @@ class ServiceRuntime:
         self.settings = settings
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._after_stop: list[Callable[[], None]] = []
         self._failed = threading.Event()
         self._engine: Engine | None = None
         configure_logging(name, settings.log_level)
@@ -103,12 +104,22 @@ class ServiceRuntime:
         _beat()
         self.every("ready", ttl_s / 3, _beat)
 
+    def after_stop(self, task: Callable[[], None]) -> None:
+        """Run ``task`` once, after every worker has finished (e.g. publish what the last batch
+        committed); a failure is logged."""
+        self._after_stop.append(task)
+
     def wait(self, grace_s: float = 8.0) -> None:
         while not self.stop.is_set():
             self.stop.wait(0.5)
         deadline = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for task in self._after_stop:
+            try:
+                task()
+            except Exception:
+                log.exception("task at stop failed")
         if self._engine is not None:
             self._engine.dispose()
         log.info("stopped", extra={"failed": self._failed.is_set()})

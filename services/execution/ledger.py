@@ -135,6 +135,8 @@ _INSERT_INTENTS = (insert(Intent.__table__).on_conflict_do_nothing(index_element
 _INSERT_ORDERS = insert(Order.__table__).returning(Order.__table__.c.intent_id, Order.__table__.c.id)
 _INSERT_AUDIT = insert(AuditEntry.__table__)
 _LOCK_RISK = select(func.pg_advisory_xact_lock(RISK_LOCK))
+_HALT_REASON = (select(HaltRecord.__table__.c.reason).where(HaltRecord.__table__.c.active.is_(True))
+                .order_by(HaltRecord.__table__.c.id).limit(1))
 
 
 @cache
@@ -220,6 +222,11 @@ def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool
     return False
 
 
+def halt_reason(session: Session) -> str | None:
+    """Why new risk is halted right now, or None (one small query, before each risky call)."""
+    return session.execute(_HALT_REASON).scalar()
+
+
 def active_halt(session: Session) -> HaltRecord | None:
     return session.scalars(
         select(HaltRecord).where(HaltRecord.active.is_(True)).order_by(HaltRecord.id).limit(1)
@@ -262,8 +269,7 @@ def _risk_picture() -> Select[Any]:
     g = Gtt.__table__.c
     gtts = select(func.count()).where(
         g.state.in_([s.value for s in GTT_LIVE]), g.id != bindparam("gtt")).scalar_subquery()
-    h = HaltRecord.__table__.c
-    halt = select(h.reason).where(h.active.is_(True)).order_by(h.id).limit(1).scalar_subquery()
+    halt = _HALT_REASON.scalar_subquery()
     live = select(func.array_agg(func.concat(o.ladder_id, ":", o.leg, ":", o.side))).where(
         tuple_(o.ladder_id, o.leg, o.side).in_(bindparam("legs", expanding=True)),
         o.state.not_in([s.value for s in ORDER_TERMINAL]),

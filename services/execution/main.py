@@ -110,5 +110,6 @@ def main(settings: Settings) -> None:
     )
     runtime.every("reconcile", 1.0, reconciler.run_once)
     runtime.spawn("outbox", relay.run)
+    runtime.after_stop(relay.flush)  # the events of the last batch, committed as the relay stopped
     runtime.announce_ready(client)
     runtime.wait()

@@ -54,6 +54,7 @@ from shared.contracts.messages import (
 from shared.domain.money import price_below, scale_pct, to_paise, to_rupees
 from shared.domain.risk import (
     OrderCheck,
+    RejectReason,
     RiskLimits,
     RiskState,
     check_gtt_create,
@@ -342,7 +343,8 @@ class Execution:
 
     def submit_orders(self, orders: Sequence[tuple[Order, int]]) -> None:
         """The broker calls for orders just committed SUBMITTED, one after another, inside one
-        transaction that holds their rows and then records every answer. While it holds them,
+        transaction that holds their rows and then records every answer; a halt is looked for
+        again before each one that adds risk. While the transaction holds the rows,
         no other worker can take a row for unsent and send it again (the reconciler waits for
         the lock, then asks the broker by tag once more); an order resubmitted meanwhile (its
         attempt moved on) is its resubmitter's to send. A crash releases the rows SUBMITTED:
@@ -358,6 +360,12 @@ class Execution:
             for order in rows:
                 attempts, ts_ms = expected[order.id]
                 if order.attempts != attempts:
+                    continue
+                halt = ledger.halt_reason(session) if order.adds_risk else None
+                if halt is not None:  # halted since the guards passed it: it adds no risk now
+                    reason = f"guard: halted ({halt}); never reached the broker"
+                    ledger.move_order(session, order, OrderEvent.REJECT, reason=reason)
+                    self._emit_rejected(session, order, reason, RejectReason.HALTED.value, ts_ms)
                     continue
                 outcome = self._send(order)
                 if isinstance(outcome, BrokerOrder):

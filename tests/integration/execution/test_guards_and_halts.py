@@ -259,3 +259,28 @@ def test_orders_guarded_together_count_each_other(servers) -> None:  # noqa: ANN
     with sessions() as session:
         placed = session.scalar(select(func.count()).select_from(PaperOrder))
     assert placed == 3
+
+
+def test_a_halt_after_the_guards_stops_the_rest_of_a_batch(servers) -> None:  # noqa: ANN001
+    """The halt is looked for again before each risk-adding broker call: a kill switch thrown
+    while a batch is being sent lets none of its remaining entries through."""
+    from services.execution import ledger
+    from services.execution.brokers.base import BrokerOrder, OrderRequest
+
+    sessions = servers[0]
+
+    class HaltsAfterFirst(PaperBroker):
+        def place_order(self, request: OrderRequest) -> BrokerOrder:
+            placed = super().place_order(request)
+            with self.sessions.begin() as session:
+                ledger.halt(session, "kill_switch", "thrown mid-batch", "test")
+            return placed
+
+    execution = build(*servers, broker=HaltsAfterFirst(sessions))
+    first, second = entry(1), entry(2, symbol="TCS")
+    execution.place_orders([first, second])
+    assert order_of(sessions, first.intent_id).state == OrderState.FILLED
+    refused = order_of(sessions, second.intent_id)
+    assert refused.state == OrderState.REJECTED and "halted (thrown mid-batch)" in refused.reason
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PaperOrder)) == 1
