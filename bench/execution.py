@@ -17,8 +17,10 @@ import sys
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 import redis
+from sqlalchemy import func, select
 
 from bench.servers import embedded_servers
 from services.execution.brokers.base import BrokerOrder, OrderRequest
@@ -34,10 +36,11 @@ from shared.contracts import streams
 from shared.contracts.messages import PlaceOrder
 from shared.domain.session import SessionRules, ms_from_ist
 from shared.store.db import make_engine, make_sessions
+from shared.store.models import PaperOrder
 
 RATE = 500
-INTENTS = 5000
-WARMUP = 250  # the first intents warm caches and connections; not measured
+SECONDS = 10  # of intents at the rate
+WARMUP_S = 0.5  # the first intents warm caches and connections; not measured
 
 
 class TimedPaperBroker(PaperBroker):
@@ -58,15 +61,15 @@ def _intent(n: int, ts_ms: int) -> PlaceOrder:
                       symbol=f"B{n:05d}", ladder_id=ladder, leg=1, ts_ms=ts_ms, qty=1, ref_price=10_000)
 
 
-def publish(redis_url: str, start_at: float, sent: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """The strategy's side: INTENTS intents at RATE per second from ``start_at`` (monotonic)."""
+def publish(redis_url: str, rate: int, start_at: float, sent: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The strategy's side: ``rate`` intents a second for SECONDS from ``start_at`` (monotonic)."""
     client = redis.Redis.from_url(redis_url)
     publisher = Publisher(client, "bench")
     ts_ms = ms_from_ist(datetime(2026, 11, 24, 10, 0))
-    intents = [_intent(n, ts_ms) for n in range(INTENTS)]
+    intents = [_intent(n, ts_ms) for n in range(rate * SECONDS)]
     stamps: dict[str, float] = {}
     for n, intent in enumerate(intents):
-        due = start_at + n / RATE
+        due = start_at + n / rate
         while (now := time.monotonic()) < due:
             time.sleep(min(due - now, 0.001))
         stamps[order_tag(intent.intent_id)] = time.monotonic()
@@ -75,46 +78,86 @@ def publish(redis_url: str, start_at: float, sent: multiprocessing.Queue) -> Non
     client.close()
 
 
-def run() -> list[tuple[str, float, str]]:
-    print("[bench] execution: order budget switched off for this measurement", file=sys.stderr, flush=True)
+def serve(replica: int, redis_url: str, database_url: str, stop: Any, ready: Any, results: Any) -> None:
+    """One execution replica as its own process, built as the service's composition root builds
+    it (paper broker, intents consumer, relay worker); reports when each order reached the
+    broker once ``stop`` is set."""
+    client = redis.Redis.from_url(redis_url)
+    engine = make_engine(database_url, pool_size=5)
+    sessions = make_sessions(engine)
+    settings = Settings(redis_url=redis_url, database_url=database_url, replica=str(replica),
+                        risk={"max_open_legs": 100_000, "max_capital": "1000000000",
+                              "max_active_gtts": 100_000})
+    broker = TimedPaperBroker(sessions)
+    budget = OrderBudget(client, 10, 400, 5000, enabled=False)
+    execution = Execution(sessions, broker, budget, settings, SessionRules(), FaultPoints(frozenset(), 0))
+    relay = OutboxRelay(sessions, Publisher(client, "execution"), "execution")
+    consumer = intents_consumer(client, execution, relay, settings)
+    consumer.setup()
+    done = threading.Event()
+    workers = [threading.Thread(target=consumer.run, args=(done,), daemon=True),
+               threading.Thread(target=relay.run, args=(done,), daemon=True)]
+    for worker in workers:
+        worker.start()
+    ready.set()
+    stop.wait()
+    done.set()
+    for worker in workers:
+        worker.join(5)
+    results.put(broker.reached)
+    engine.dispose()
+    client.close()
+
+
+def measure(replicas: int, rate: int = RATE) -> tuple[float, float, float]:
+    """p50 and p99 (ms) of intent to broker, and the throughput reached, with ``replicas``
+    execution processes on fresh servers, intents offered at ``rate`` a second."""
+    intents = rate * SECONDS
+    context = multiprocessing.get_context("spawn")
     with embedded_servers() as (redis_url, database_url):
-        client = redis.Redis.from_url(redis_url)
-        engine = make_engine(database_url, pool_size=5)
-        sessions = make_sessions(engine)
-        settings = Settings(redis_url=redis_url, database_url=database_url,
-                            risk={"max_open_legs": 100_000, "max_capital": "1000000000",
-                                  "max_active_gtts": 100_000})
-        broker = TimedPaperBroker(sessions)
-        budget = OrderBudget(client, 10, 400, 5000, enabled=False)
-        execution = Execution(sessions, broker, budget, settings, SessionRules(), FaultPoints(frozenset(), 0))
-        relay = OutboxRelay(sessions, Publisher(client, "execution"), "execution")
-        consumer = intents_consumer(client, execution, relay, settings)
-        consumer.setup()
-        stop = threading.Event()
-        workers = [threading.Thread(target=consumer.run, args=(stop,), daemon=True),
-                   threading.Thread(target=relay.run, args=(stop,), daemon=True)]
-        for worker in workers:
-            worker.start()
-        context = multiprocessing.get_context("spawn")
-        sent: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
-        producer = context.Process(target=publish, args=(redis_url, time.monotonic() + 2.0, sent))
+        stop, results, sent = context.Event(), context.Queue(), context.Queue()
+        readies = [context.Event() for _ in range(replicas)]
+        services = [context.Process(target=serve, args=(n, redis_url, database_url, stop, readies[n], results))
+                    for n in range(replicas)]
+        for service in services:
+            service.start()
+        for ready in readies:
+            if not ready.wait(60):
+                raise RuntimeError("an execution replica did not start")
+        producer = context.Process(target=publish, args=(redis_url, rate, time.monotonic() + 1.0, sent))
         producer.start()
-        stamps: dict[str, float] = sent.get(timeout=INTENTS / RATE + 60)
+        stamps: dict[str, float] = sent.get(timeout=SECONDS + 60)
         producer.join(10)
+        engine = make_engine(database_url, pool_size=1)
         deadline = time.monotonic() + 60
-        while len(broker.reached) < INTENTS and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stop.set()
-        for worker in workers:
-            worker.join(5)
+        with engine.connect() as conn:
+            while time.monotonic() < deadline and conn.execute(
+                    select(func.count()).select_from(PaperOrder)).scalar_one() < intents:
+                conn.rollback()
+                time.sleep(0.1)
         engine.dispose()
-        client.close()
-    measured = [order_tag(_intent(n, 0).intent_id) for n in range(WARMUP, INTENTS)]
-    latencies = sorted((broker.reached[tag] - stamps[tag]) * 1000 for tag in measured if tag in broker.reached)
+        stop.set()
+        reached: dict[str, float] = {}
+        for _ in services:
+            reached.update(results.get(timeout=30))
+        for service in services:
+            service.join(10)
+    measured = [order_tag(_intent(n, 0).intent_id) for n in range(int(rate * WARMUP_S), intents)]
+    latencies = sorted((reached[tag] - stamps[tag]) * 1000 for tag in measured if tag in reached)
     if len(latencies) < len(measured):
         raise RuntimeError(f"only {len(latencies)} of {len(measured)} intents reached the broker")
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    span = max(broker.reached.values()) - min(stamps.values())
-    return [("intent_to_broker_p50_ms", statistics.median(latencies), "ms"),
+    span = max(reached.values()) - min(stamps.values())
+    return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], len(reached) / span
+
+
+def run() -> list[tuple[str, float, str]]:
+    print("[bench] execution: order budget switched off for this measurement; one execution "
+          "process, then two replicas", file=sys.stderr, flush=True)
+    p50, p99, rate = measure(1)
+    p50_two, p99_two, rate_two = measure(2)
+    return [("intent_to_broker_p50_ms", p50, "ms"),
             ("intent_to_broker_p99_ms", p99, "ms"),
-            ("intent_to_broker_throughput_per_s", len(broker.reached) / span, "intents/s")]
+            ("intent_to_broker_throughput_per_s", rate, "intents/s"),
+            ("intent_to_broker_p50_ms_2_replicas", p50_two, "ms"),
+            ("intent_to_broker_p99_ms_2_replicas", p99_two, "ms"),
+            ("intent_to_broker_throughput_per_s_2_replicas", rate_two, "intents/s")]

@@ -72,6 +72,14 @@ _INSTRUMENTS = select(
 ).where(tuple_(Instrument.exchange, Instrument.tradingsymbol).in_(bindparam("pairs", expanding=True)))
 
 
+_LOCK_SUBMITTED = (
+    select(Order.__table__.c.id, Order.__table__.c.attempts)
+    .where(Order.__table__.c.id.in_(bindparam("ids", expanding=True)),
+           Order.__table__.c.state == OrderState.SUBMITTED.value)
+    .order_by(Order.__table__.c.id).with_for_update()
+)
+
+
 @dataclass(frozen=True)
 class InstrumentInfo:
     tick: int
@@ -348,18 +356,17 @@ class Execution:
         no other worker can take a row for unsent and send it again (the reconciler waits for
         the lock, then asks the broker by tag once more); an order resubmitted meanwhile (its
         attempt moved on) is its resubmitter's to send. A crash releases the rows SUBMITTED:
-        the reconciler settles them by tag."""
+        the reconciler settles them by tag. Each order given is the caller's copy of a SUBMITTED
+        row; a row still SUBMITTED at the same attempt, once locked, is that copy."""
         if not orders:
             return
-        expected = {o.id: (o.attempts, ts_ms) for o, ts_ms in orders}
+        by_id = {o.id: (o, ts_ms) for o, ts_ms in orders}
         with self.sessions.begin() as session:
-            rows = session.scalars(
-                select(Order).where(Order.id.in_(sorted(expected)), Order.state == OrderState.SUBMITTED)
-                .order_by(Order.id).with_for_update()).all()
+            held = dict(session.execute(_LOCK_SUBMITTED, {"ids": sorted(by_id)}).all())
             outcomes: list[tuple[Order, BrokerOrder | BrokerError, int]] = []
-            for order in rows:
-                attempts, ts_ms = expected[order.id]
-                if order.attempts != attempts:
+            for order_id in sorted(held):
+                order, ts_ms = by_id[order_id]
+                if held[order_id] != order.attempts:
                     continue
                 halt = ledger.halt_reason(session) if order.adds_risk else None
                 if halt is not None:  # halted since the guards passed it: it adds no risk now
