@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 
 
-def start_run(home: Path, port: int, seed: int) -> subprocess.Popen[str]:
+def start_run(home: Path, port: int, seed: int, symbols: int | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATCHET_")}
     env.update(
         RATCHET_HOME=str(home),
@@ -35,6 +35,8 @@ def start_run(home: Path, port: int, seed: int) -> subprocess.Popen[str]:
         RATCHET_SIM_TICK_INTERVAL_S="15",
         PYTHONUNBUFFERED="1",
     )
+    if symbols is not None:
+        env["RATCHET_SIM_SYMBOLS"] = str(symbols)
     return subprocess.Popen([RATCHET, "run"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
