@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -83,9 +82,14 @@ def raise_alert(
 
 
 def audit(session: Session, action: str, object_type: str, object_id: str, after: dict[str, Any]) -> None:
-    session.add(
-        AuditEntry(actor=SOURCE, action=action, object_type=object_type, object_id=object_id, after=after)
-    )
+    audit_all(session, [(action, object_type, object_id, after)])
+
+
+def audit_all(session: Session, entries: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Audit rows (action, object type, object id, after) by execution, in one statement."""
+    session.execute(_INSERT_AUDIT, [
+        {"actor": SOURCE, "action": action, "object_type": object_type, "object_id": object_id,
+         "after": after} for action, object_type, object_id, after in entries])
 
 
 def record_intent(session: Session, intent_id: str, kind: str, payload: dict[str, Any]) -> bool:
@@ -113,9 +117,8 @@ def insert_orders(session: Session, orders: Sequence[Order]) -> None:
         _INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new]).all())
     for order in new:
         order.id = ids[order.intent_id]
-    session.execute(_INSERT_AUDIT, [
-        {"actor": SOURCE, "action": "order.recorded", "object_type": "order", "object_id": o.intent_id,
-         "after": {"side": o.side, "qty": o.qty}} for o in new])
+    audit_all(session, [("order.recorded", "order", o.intent_id, {"side": o.side, "qty": o.qty})
+                        for o in new])
 
 
 def lock_risk(session: Session) -> None:
@@ -169,44 +172,12 @@ def move_order(
 def update_order(session: Session, order: Order, **values: Any) -> bool:
     """One conditional UPDATE of a stored order (``WHERE state`` is still what we read), kept
     in step on ``order`` without marking it dirty, so no second UPDATE follows at the flush."""
-    keys = tuple(sorted(values))
     params = {"order_id": order.id, "expected": order.state, **values}
-    queued: dict[tuple[str, ...], list[dict[str, Any]]] | None = session.info.get(_QUEUED)
-    if queued is not None:
-        queued.setdefault(keys, []).append(params)
-    elif not session.execute(_order_update(keys), params).rowcount:
+    if not session.execute(_order_update(tuple(sorted(values))), params).rowcount:
         return False
     for key, value in values.items():
         set_committed_value(order, key, value)
     return True
-
-
-@contextmanager
-def locked_order_updates(session: Session) -> Iterator[None]:
-    """Within, order updates are queued and written together (one statement per set of
-    columns), at the end or before anything reads orders. Only for orders this transaction
-    has locked: their state cannot change under it, so each conditional update must match,
-    and a count that does not add up raises (rolling the transaction back)."""
-    session.info[_QUEUED] = {}
-    try:
-        yield
-        write_queued_updates(session)
-    finally:
-        session.info.pop(_QUEUED, None)
-
-
-def write_queued_updates(session: Session) -> None:
-    queued: dict[tuple[str, ...], list[dict[str, Any]]] | None = session.info.get(_QUEUED)
-    if not queued:
-        return
-    for keys, rows in queued.items():
-        done = session.execute(_order_update(keys), rows).rowcount
-        if done != len(rows):
-            raise RuntimeError(f"{len(rows) - done} locked order(s) changed under their lock")
-    queued.clear()
-
-
-_QUEUED = "ratchet.queued_order_updates"
 
 
 def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool:
@@ -325,7 +296,6 @@ def close_leg(
 ) -> Order | None:
     """Mark the leg's entry order closed at event time ``ts_ms`` with its realised PnL; None if
     it was closed already. Event time, so that "today's loss" follows the market's day."""
-    write_queued_updates(session)  # the entry's own fill may be among them
     buy = buy_order_of_leg(session, ladder_id, leg)
     if buy is None or buy.leg_closed_at is not None:
         return None

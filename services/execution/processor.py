@@ -80,6 +80,10 @@ _LOCK_SUBMITTED = (
 )
 
 
+def _log_intent(envelope: Envelope) -> None:
+    log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type, "from": envelope.source})
+
+
 @dataclass(frozen=True)
 class InstrumentInfo:
     tick: int
@@ -143,9 +147,9 @@ class Execution:
 
     def handle(self, _stream: str, _entry_id: str, envelope: Envelope) -> None:
         payload = envelope.payload
-        log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type, "from": envelope.source})
+        _log_intent(envelope)
         if isinstance(payload, PlaceOrder):
-            self.place_orders([payload])
+            self.place_order(payload)
         elif isinstance(payload, ExitLeg):
             self.exit_leg(payload)
         elif isinstance(payload, PlaceGtt):
@@ -164,8 +168,7 @@ class Execution:
         run: list[PlaceOrder] = []
         for entry_id, envelope in entries:
             if isinstance(envelope.payload, PlaceOrder):
-                log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type,
-                                          "from": envelope.source})
+                _log_intent(envelope)
                 run.append(envelope.payload)
                 continue
             if run:
@@ -243,8 +246,9 @@ class Execution:
             return order.id
 
     def _record_orders(self, session: Session, intents: Sequence[PlaceOrder | ExitLeg]) -> list[Order]:
-        """The order of each intent, in order: the stored one, or a new one (NEW) not stored yet, so that the guards settle its state before its single
-        INSERT (:func:`ledger.insert_orders`). An entry is a buy that adds risk, an exit a sale."""
+        """The order of each intent, in order: the stored one, or a new one (NEW) not stored
+        yet, so that the guards settle its state before its single INSERT
+        (:func:`ledger.insert_orders`). An entry is a buy that adds risk, an exit a sale."""
         fresh = ledger.record_intents(session, [(i.intent_id, i.TYPE, i.model_dump(mode="json"))
                                                 for i in intents])
         seen = sorted({i.intent_id for i in intents} - fresh)  # redelivered: their orders exist
@@ -370,17 +374,21 @@ class Execution:
                     continue
                 halt = ledger.halt_reason(session) if order.adds_risk else None
                 if halt is not None:  # halted since the guards passed it: it adds no risk now
-                    reason = f"guard: halted ({halt}); never reached the broker"
-                    ledger.move_order(session, order, OrderEvent.REJECT, reason=reason)
-                    self._emit_rejected(session, order, reason, RejectReason.HALTED.value, ts_ms)
+                    self.reject_halted(session, order, halt, ts_ms)
                     continue
                 outcome = self._send(order)
                 if isinstance(outcome, BrokerOrder):
                     self.faults.point("after_broker_call")
                 outcomes.append((order, outcome, ts_ms))
-            with session.no_autoflush, ledger.locked_order_updates(session):
+            with session.no_autoflush:
                 for order, outcome, ts_ms in outcomes:
                     self._record_outcome(session, order, outcome, ts_ms)
+
+    def reject_halted(self, session: Session, order: Order, halt: str, ts_ms: int) -> None:
+        """Refuse a SUBMITTED order that adds risk because trading was halted before it went out."""
+        reason = f"guard: halted ({halt}); never reached the broker"
+        if ledger.move_order(session, order, OrderEvent.REJECT, reason=reason):
+            self._emit_rejected(session, order, reason, RejectReason.HALTED.value, ts_ms)
 
     def _send(self, order: Order) -> BrokerOrder | BrokerError:
         """One order to the broker: what the broker holds now, or the error that says it was
@@ -431,7 +439,7 @@ class Execution:
             rows = {o.id: o for o in session.scalars(
                 select(Order).where(Order.id.in_(sorted({a[0] for a in answers})))
                 .order_by(Order.id).with_for_update())}
-            with session.no_autoflush, ledger.locked_order_updates(session):
+            with session.no_autoflush:
                 for order_id, placed, ts_ms in answers:
                     order = rows.get(order_id)
                     if order is not None:

@@ -125,11 +125,9 @@ class Reconciler:
 
     def _resubmit_locked(self, session: Session, row: Order, ts_ms: int) -> bool:
         """Move a locked, unplaced order on to be sent again (True), or reject it (False)."""
-        halt = ledger.active_halt(session)
-        if row.adds_risk and halt is not None:
-            reason = f"guard: halted ({halt.reason}); never reached the broker"
-            ledger.move_order(session, row, OrderEvent.REJECT, reason=reason)
-            self.execution._emit_rejected(session, row, reason, "halted", ts_ms)
+        halt = ledger.halt_reason(session) if row.adds_risk else None
+        if halt is not None:
+            self.execution.reject_halted(session, row, halt, ts_ms)
             return False
         if ledger.utcnow() - (row.submitted_at or row.created_at) > STALE_SUBMISSION:
             # Kite's order book holds today only: an order sent on an earlier day and not

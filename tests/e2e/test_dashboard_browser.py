@@ -126,6 +126,8 @@ def test_the_dashboard_live_in_a_browser() -> None:
                 str(profile), executable_path=str(CHROMIUM), args=FLAGS, headless=True,
                 viewport={"width": 1280, "height": 900})
             page = browser.pages[0] if browser.pages else browser.new_page()
+            # Generous: with the whole system on two cores a click can wait for the renderer.
+            page.set_default_timeout(90_000)
             page.on("request", lambda r: None if r.url.startswith(LOCAL) else outside.append(r.url))
             page.on("console", lambda m: csp_errors.append(m.text)
                     if "Content Security Policy" in m.text else None)
