@@ -33,15 +33,15 @@ def publish(client: redis.Redis, stream: str, payload: Payload, msg_id: str = "m
 
 
 def open_ws(url: str, **kwargs: Any) -> ClientConnection:
-    return connect(url, open_timeout=10, close_timeout=5, **kwargs)
+    return connect(url, open_timeout=30, close_timeout=5, **kwargs)
 
 
-def recv(conn: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+def recv(conn: ClientConnection, timeout: float = 30.0) -> dict[str, Any]:
     return orjson.loads(conn.recv(timeout=timeout))  # type: ignore[no-any-return]
 
 
 def recv_until(
-    conn: ClientConnection, done: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    conn: ClientConnection, done: Callable[[dict[str, Any]], bool], timeout: float = 30.0
 ) -> list[dict[str, Any]]:
     """Messages up to and including the first for which ``done`` is true."""
     deadline = time.monotonic() + timeout
