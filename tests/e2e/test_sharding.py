@@ -4,7 +4,6 @@ and no intent is lost or doubled."""
 
 from __future__ import annotations
 
-
 import pytest
 import redis
 from sqlalchemy import select
@@ -74,9 +73,10 @@ def test_shards_split_between_replicas_and_taken_over_when_one_dies(
         for symbol, sources in intent_sources(redis_client, split_at).items():
             assert sources == {f"strategy-{owner_of[symbol]}"}, (symbol, sources)
 
-        last_id = redis_client.xrevrange(streams.INTENTS, count=1)[0][0].decode()
         system.procs["strategy-1"].kill()
         system.procs["strategy-1"].wait()
+        # Read only once it is dead: an intent it sent just before dying is not a takeover's.
+        last_id = redis_client.xrevrange(streams.INTENTS, count=1)[0][0].decode()
         wait_for(lambda: shard_map(redis_client).get("0") == set(range(SHARDS)), 60, "the takeover")
         orphaned = {s for s, r in owner_of.items() if r == "1"}
         wait_for(lambda: any(s in orphaned for s in intent_sources(redis_client, f"({last_id}")), 120,

@@ -14,7 +14,20 @@ const fmt = (v) => (v === null || v === undefined ? "–" : money.format(v));
 const pct = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(2)}%`);
 const inr = (v) => (v === null || v === undefined ? "–" : `${v < 0 ? "−" : ""}₹${fmt(Math.abs(v))}`);
 const sign = (v) => (v > 0 ? "up" : v < 0 ? "down" : "");
-const clock = (ms) => new Date(ms).toLocaleTimeString("en-IN", { timeZone: "Asia/Kolkata", hour12: false });
+// One formatter, made once: toLocaleTimeString with options builds a new one per call, and the
+// log redrawing its 200 lines per event made that most of the page's CPU.
+const timeOfDay = new Intl.DateTimeFormat("en-IN", {
+  timeZone: "Asia/Kolkata", hour12: false, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const clock = (ms) => timeOfDay.format(ms);
+
+// Events can come many a frame (a fast feed sends dozens a second): each drawing waits for the
+// next frame, and one drawing serves every event before it.
+const pendingDraws = new Set();
+function drawNextFrame(draw) {
+  if (pendingDraws.has(draw)) return;
+  pendingDraws.add(draw);
+  requestAnimationFrame(() => { pendingDraws.delete(draw); draw(); });
+}
 
 const state = {
   auth: null, // { mode: "cookie"|"key", key, csrf, name, role }
@@ -115,7 +128,9 @@ function fillRow(tr, leg, first) {
   tr.classList.toggle("selected", leg.symbol === state.chartSymbol);
 }
 
-function renderLegs() {
+function renderLegs() { drawNextFrame(drawLegs); }
+
+function drawLegs() {
   const legs = [...state.legs.values()].sort((a, b) =>
     a.symbol.localeCompare(b.symbol) || a.ladder_id.localeCompare(b.ladder_id) || a.leg - b.leg);
   const body = $("legs").querySelector("tbody");
@@ -177,7 +192,7 @@ function onLeg(leg) {
     state.symbolLegs = [...others, leg];
     priceChart.setLegs(state.symbolLegs);
   }
-  if (leg.status === "CLOSED") loadEquity();
+  if (leg.status === "CLOSED") drawNextFrame(loadEquity);
 }
 
 function noteTime(ms) { if (!state.latestMs || ms > state.latestMs) state.latestMs = ms; }
@@ -260,7 +275,9 @@ function fromEvent(channel, d) {
   }
 }
 
-function renderLog() {
+function renderLog() { drawNextFrame(drawLog); }
+
+function drawLog() {
   const items = state.log.filter((i) => state.logKinds.has(i.kind)).slice(0, LOG_MAX);
   $("log").replaceChildren(...items.map((i) => {
     const li = document.createElement("li");
@@ -379,10 +396,22 @@ function onEvent(msg) {
   }
 }
 
+// Ticks reach the chart at most ten times a second, however fast they come: a software-painted
+// chart redrawn for every tick of a fast feed starved the page of CPU.
+const TICK_DRAW_MS = 100;
+let waitingTicks = [];
+function drawTicks() {
+  const ticks = waitingTicks;
+  waitingTicks = [];
+  for (const t of ticks) priceChart.onTick(t);
+}
+
 function onMarket(msg) {
   if (msg.channel === "ticks") {
-    for (const t of msg.data.ticks) { noteTime(t.ts_ms); priceChart.onTick(t); }
+    if (!waitingTicks.length) setTimeout(drawTicks, TICK_DRAW_MS);
+    for (const t of msg.data.ticks) { noteTime(t.ts_ms); waitingTicks.push(t); }
   } else if (msg.channel === "candles") {
+    drawTicks(); // the ticks before a closed bar go first
     priceChart.onCandle(msg.data);
   }
 }
