@@ -18,7 +18,6 @@ the reason. Each client's writer is its own task and waits only on its own socke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -53,6 +52,7 @@ log = logging.getLogger("ratchet.api.hub")
 SLOW_CLOSE_CODE = 1008  # policy violation: the client did not keep up
 REPLAY_LIMIT = 1000
 MAX_TICKS_PER_MESSAGE = 500
+STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -169,9 +169,11 @@ class Hub:
             sub.drop("the server is shutting down", code=1001)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a task that ignores its cancellation must not hold the server's shutdown.
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                log.error("websocket hub task did not stop", extra={"task": task.get_name()})
         self._tasks = []
         if self._redis is not None:
             await self._redis.aclose()

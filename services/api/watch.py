@@ -21,6 +21,7 @@ from psycopg import Error as PsycopgError
 from redis.exceptions import RedisError
 from sqlalchemy import BigInteger, cast, func, select
 
+from shared.aio import wait_event
 from shared.store.models import Trade
 
 from .fastpath import FastReads, compile_pg, paise
@@ -144,10 +145,7 @@ class Watcher:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self.interval_s)
             self._wake.clear()
             if not self.wanted():
                 self._legs, self._leg_messages, self._pnl, self._pnl_key = None, {}, None, None

@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from shared.aio import wait_event
+
 from .book import order_to_kite
 from .market import InstrumentState
 from .models import Order
@@ -200,10 +202,7 @@ class TickerHub:
     async def _send(self, conn: Connection) -> None:
         last = time.monotonic()
         while True:
-            try:
-                await asyncio.wait_for(conn.wake.wait(), timeout=HEARTBEAT_S)
-            except TimeoutError:
-                pass
+            await wait_event(conn.wake, HEARTBEAT_S)
             now = time.monotonic()
             if self.stalled:
                 if self.stall_heartbeats and now - last >= HEARTBEAT_S:

@@ -4,9 +4,9 @@ rupees out of paise, and a reconnecting client that resumes without gaps or repe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import orjson

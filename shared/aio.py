@@ -1,0 +1,19 @@
+"""Asyncio helpers shared by the services' event loops."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` for up to ``timeout_s``; True if it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as the event
+    is set (CPython gh-86296), so a loop stopped at that moment would never stop, and a server's
+    shutdown would wait for it for ever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
