@@ -61,6 +61,10 @@ class Ingestor:
     source: str = "marketdata"
     ticks_maxlen: int = 200_000
     stats: IngestStats = field(default_factory=IngestStats)
+    # The heartbeat's first beat tells the strategy that every instrument's history is stored
+    # (it warms its EMAs from it then): a feed that writes history while ticks already flow
+    # holds the beat until it is done (see ``start_beating``).
+    beating: bool = True
     _by_token: dict[int, InstrumentFeedState] = field(default_factory=dict)
     _last_bar_end: int = 0
     _last_ts: dict[int, int] = field(default_factory=dict)
@@ -126,6 +130,11 @@ class Ingestor:
         self._publish(by_shard, ltp, closed, clock_ms, bar_open)
         return accepted
 
+    def start_beating(self, clock_ms: int) -> None:
+        """Every instrument's history is stored: beat now, and with every frame from here on."""
+        self.beating = True
+        self.client.hset(streams.FEED_HEARTBEAT, mapping={"clock_ms": clock_ms})
+
     def on_clock(self, clock_ms: int) -> None:
         """The feed's clock moved without ticks: close bars past their end plus the grace."""
         closed = self._due(clock_ms)
@@ -187,7 +196,8 @@ class Ingestor:
                 maxlen=100_000,
                 approximate=True,
             )
-        pipe.hset(streams.FEED_HEARTBEAT, mapping={"clock_ms": clock_ms})
+        if self.beating:
+            pipe.hset(streams.FEED_HEARTBEAT, mapping={"clock_ms": clock_ms})
         pipe.execute()
         self.stats.candles += len(candles)
 

@@ -235,6 +235,7 @@ class KiteFeed:
         """Load each token's stored bars; every token waits for its warm-up fill (needs the clock,
         which the first frame brings)."""
         tf = self.rules.timeframe_minutes
+        self.ingestor.beating = False  # until every token's warm-up is stored
         for token, inst in self.instruments.items():
             stored = load_bars(sessions, inst.exchange, inst.symbol, tf, self.history_bars,
                                self.rules.timeframe_ms)
@@ -416,6 +417,8 @@ class KiteFeed:
         if not self.pending:
             log.info("all tokens filled", extra={"backfilled_bars": self.stats.backfilled_bars,
                                                  "requests": self.backfiller.requests})
+            if not self.ingestor.beating:
+                self.ingestor.start_beating(self.clock_ms)
 
     def _seed(self, state: InstrumentFeedState, partial: Bar, held: list[RawTick]) -> None:
         """Start the live bar at the cutoff from history's running candle (its open and extremes

@@ -105,6 +105,22 @@ def test_ticks_in_candles_out(marketdata: ServiceProcesses, redis_client: redis.
     assert candle.token in tokens and candle.start_ms % 60_000 == 0
 
 
+def test_the_heartbeat_waits_for_every_tokens_history(
+    marketdata: ServiceProcesses, redis_client: redis.Redis, sessions: sessionmaker[Session]
+) -> None:
+    """The strategy warms its EMAs when the feed first beats: by then every symbol's history
+    must be stored, not just the first one fetched (history comes at 3 requests a second)."""
+    def beating() -> bool:
+        assert marketdata.alive("marketdata"), marketdata.log_tail("marketdata")
+        return bool(redis_client.exists(streams.FEED_HEARTBEAT))
+
+    wait_for(beating, 60, "the feed's first beat", every=0.02)
+    with sessions() as session:
+        stored = dict(session.execute(text(
+            "SELECT symbol, count(*) FROM ohlcv GROUP BY symbol")).all())
+    assert len(stored) == SYMBOLS and min(stored.values()) >= 60, stored
+
+
 def test_dropped_socket_reconnects_and_missed_bars_are_backfilled(
     marketdata: ServiceProcesses, redis_client: redis.Redis, sessions: sessionmaker[Session],
     sim: Sim,
