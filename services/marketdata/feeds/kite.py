@@ -235,7 +235,10 @@ class KiteFeed:
         """Load each token's stored bars; every token waits for its warm-up fill (needs the clock,
         which the first frame brings)."""
         tf = self.rules.timeframe_minutes
-        self.ingestor.beating = False  # until every token's warm-up is stored
+        # No beat until every token's warm-up is stored; a beat left by an earlier run would
+        # tell a strategy starting now that this run's history is complete.
+        self.ingestor.beating = False
+        self.client.delete(streams.FEED_HEARTBEAT)
         for token, inst in self.instruments.items():
             stored = load_bars(sessions, inst.exchange, inst.symbol, tf, self.history_bars,
                                self.rules.timeframe_ms)
