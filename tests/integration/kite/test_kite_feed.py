@@ -121,6 +121,28 @@ def test_the_heartbeat_waits_for_every_tokens_history(
     assert len(stored) == SYMBOLS and min(stored.values()) >= 60, stored
 
 
+def test_a_heartbeat_left_by_an_earlier_run_does_not_count(
+    marketdata: ServiceProcesses, redis_client: redis.Redis
+) -> None:
+    """Restarted over the last run's heartbeat, the feed removes it and beats again only once
+    this run's warm-up is stored: the beat is never there without this run's history."""
+    started(marketdata, redis_client)
+    marketdata.stop("marketdata")
+    redis_client.hset(streams.FEED_HEARTBEAT, mapping={"clock_ms": -1})  # the earlier run's
+    marketdata.start("marketdata")
+    seen_gone = False
+
+    def beating_again() -> bool:
+        nonlocal seen_gone
+        assert marketdata.alive("marketdata"), marketdata.log_tail("marketdata")
+        clock = redis_client.hget(streams.FEED_HEARTBEAT, "clock_ms")
+        seen_gone = seen_gone or clock is None
+        return clock not in (None, b"-1")
+
+    wait_for(beating_again, 60, "this run's first beat", every=0.02)
+    assert seen_gone, "the earlier run's heartbeat stood until this run beat over it"
+
+
 def test_dropped_socket_reconnects_and_missed_bars_are_backfilled(
     marketdata: ServiceProcesses, redis_client: redis.Redis, sessions: sessionmaker[Session],
     sim: Sim,
