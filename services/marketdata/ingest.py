@@ -63,7 +63,7 @@ class Ingestor:
     stats: IngestStats = field(default_factory=IngestStats)
     # The heartbeat's first beat tells the strategy that every instrument's history is stored
     # (it warms its EMAs from it then): a feed that writes history while ticks already flow
-    # holds the beat until it is done (see ``start_beating``).
+    # holds the beat until it is done (``hold_beat`` ... ``start_beating``).
     beating: bool = True
     _by_token: dict[int, InstrumentFeedState] = field(default_factory=dict)
     _last_bar_end: int = 0
@@ -129,6 +129,12 @@ class Ingestor:
         closed.extend(self._due(clock_ms))
         self._publish(by_shard, ltp, closed, clock_ms, bar_open)
         return accepted
+
+    def hold_beat(self) -> None:
+        """No beat until ``start_beating``; a beat left by an earlier run is removed, or it would
+        tell a strategy starting now that this run's history is complete."""
+        self.beating = False
+        self.client.delete(streams.FEED_HEARTBEAT)
 
     def start_beating(self, clock_ms: int) -> None:
         """Every instrument's history is stored: beat now, and with every frame from here on."""

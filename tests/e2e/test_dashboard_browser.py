@@ -115,8 +115,8 @@ def test_the_dashboard_live_in_a_browser() -> None:
     sync_playwright = _playwright()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     home, port = private_dir("ratchet-test-browser-") / "home", free_port()
-    # 20 symbols, not 50: on a 2-core machine the whole system and the browser share the cores,
-    # and a renderer starved by 50 symbols' ticks at 900x lets clicks time out.
+    # 20 symbols, not the default 50: on a 2-core machine the whole system at 900x and the
+    # browser share the cores.
     proc = start_run(home, port, seed=1, symbols=20)
     profile = Path(tempfile.mkdtemp(prefix="ratchet-chromium-"))
     outside: list[str] = []

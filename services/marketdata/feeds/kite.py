@@ -235,10 +235,7 @@ class KiteFeed:
         """Load each token's stored bars; every token waits for its warm-up fill (needs the clock,
         which the first frame brings)."""
         tf = self.rules.timeframe_minutes
-        # No beat until every token's warm-up is stored; a beat left by an earlier run would
-        # tell a strategy starting now that this run's history is complete.
-        self.ingestor.beating = False
-        self.client.delete(streams.FEED_HEARTBEAT)
+        self.ingestor.hold_beat()  # until every token's warm-up is stored
         for token, inst in self.instruments.items():
             stored = load_bars(sessions, inst.exchange, inst.symbol, tf, self.history_bars,
                                self.rules.timeframe_ms)
