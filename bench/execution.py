@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from bench.servers import embedded_servers
 from services.execution.brokers.base import BrokerOrder, OrderRequest
-from services.execution.brokers.paper import PaperBroker
+from services.execution.brokers.paper import PaperBroker, placements_engine
 from services.execution.budget import OrderBudget
 from services.execution.faults import FaultPoints
 from services.execution.ledger import order_tag
@@ -46,8 +46,8 @@ WARMUP_S = 0.5  # the first intents warm caches and connections; not measured
 class TimedPaperBroker(PaperBroker):
     """The paper broker, noting when each order reached it."""
 
-    def __init__(self, sessions) -> None:  # noqa: ANN001
-        super().__init__(sessions)
+    def __init__(self, sessions, placements) -> None:  # noqa: ANN001
+        super().__init__(sessions, placements)
         self.reached: dict[str, float] = {}
 
     def place_order(self, request: OrderRequest) -> BrokerOrder:
@@ -88,7 +88,7 @@ def serve(replica: int, redis_url: str, database_url: str, stop: Any, ready: Any
     settings = Settings(redis_url=redis_url, database_url=database_url, replica=str(replica),
                         risk={"max_open_legs": 100_000, "max_capital": "1000000000",
                               "max_active_gtts": 100_000})
-    broker = TimedPaperBroker(sessions)
+    broker = TimedPaperBroker(sessions, placements_engine(database_url))
     budget = OrderBudget(client, 10, 400, 5000, enabled=False)
     execution = Execution(sessions, broker, budget, settings, SessionRules(), FaultPoints(frozenset(), 0))
     relay = OutboxRelay(sessions, Publisher(client, "execution"), "execution")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -34,7 +35,7 @@ from shared.contracts import streams
 from shared.contracts.messages import Alert, AlertLevel, Payload
 from shared.domain.money import to_paise, to_rupees
 from shared.domain.risk import RiskState
-from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent, Order
+from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent, Order, RiskBook
 
 SOURCE = "execution"
 RISK_LOCK = zlib.crc32(b"execution:risk")  # the advisory lock of the guards
@@ -171,13 +172,43 @@ def move_order(
 
 def update_order(session: Session, order: Order, **values: Any) -> bool:
     """One conditional UPDATE of a stored order (``WHERE state`` is still what we read), kept
-    in step on ``order`` without marking it dirty, so no second UPDATE follows at the flush."""
+    in step on ``order`` without marking it dirty, so no second UPDATE follows at the flush.
+    Inside :func:`held_orders_updated_together` it is queued instead, and counts as done."""
     params = {"order_id": order.id, "expected": order.state, **values}
-    if not session.execute(_order_update(tuple(sorted(values))), params).rowcount:
+    queued: dict[tuple[str, ...], list[dict[str, Any]]] | None = session.info.get(_QUEUED_UPDATES)
+    if queued is not None:
+        queued.setdefault(tuple(sorted(values)), []).append(params)
+    elif not session.execute(_order_update(tuple(sorted(values))), params).rowcount:
         return False
     for key, value in values.items():
         set_committed_value(order, key, value)
     return True
+
+
+_QUEUED_UPDATES = "ratchet.queued_order_updates"
+
+
+class HeldOrderMoved(RuntimeError):
+    """An order row this transaction holds locked was not in the state read: a bug, so the
+    transaction is rolled back rather than recorded."""
+
+
+@contextmanager
+def held_orders_updated_together(session: Session) -> Iterator[None]:
+    """Within, the order updates of :func:`update_order` are queued, then sent as one
+    executemany per set of columns, which psycopg pipelines (one round trip, not one each).
+    Only for orders this transaction holds locked: no other worker can move them, so every
+    update must match its row; the total row count checks it."""
+    queued: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    session.info[_QUEUED_UPDATES] = queued
+    try:
+        yield
+    finally:
+        del session.info[_QUEUED_UPDATES]
+    for keys, params in queued.items():
+        matched = session.execute(_order_update(keys), params).rowcount
+        if matched != len(params):
+            raise HeldOrderMoved(f"{len(params) - matched} of {len(params)} held orders had moved")
 
 
 def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool:
@@ -221,20 +252,19 @@ def clear_halts(session: Session, by: str, kinds: tuple[str, ...] | None = None)
 
 
 def _risk_picture() -> Select[Any]:
-    """The guards' picture in one statement (built once): open legs and the capital in them,
-    today's realised PnL, live GTTs, the active halt, and the live orders on the legs being
-    checked. Parameters: ``exclude`` (order ids), ``today``, ``gtt`` (an id), ``legs``."""
+    """The guards' picture in one statement (built once): open legs and the capital in them
+    (the risk book, less the orders being checked), today's realised PnL, live GTTs, the active
+    halt, and the live orders on the legs being checked. Parameters: ``exclude`` (order ids),
+    ``today``, ``gtt`` (an id), ``legs``."""
     o = Order.__table__.c
-    open_buys = select(
-        func.count().label("legs"),
-        func.coalesce(func.sum(func.coalesce(o.average_price, o.ref_price)
-                               * func.coalesce(func.nullif(o.filled_qty, 0), o.qty)), 0).label("deployed"),
-    ).where(
-        o.side == "BUY",
-        o.leg_closed_at.is_(None),
-        o.state.not_in([OrderState.REJECTED.value, OrderState.CANCELLED.value]),
-        o.id.not_in(bindparam("exclude", expanding=True)),
-    ).subquery()
+    exposure = func.order_exposure(o.side, o.leg_closed_at, o.state, o.average_price, o.ref_price,
+                                   o.filled_qty, o.qty)  # SQL function of migration 0004
+    checked = select(
+        func.count(exposure).label("legs"), func.coalesce(func.sum(exposure), 0).label("deployed"),
+    ).where(o.id.in_(bindparam("exclude", expanding=True))).subquery()
+    b = RiskBook.__table__.c
+    book_legs = func.coalesce(select(b.open_legs).scalar_subquery(), 0)
+    book_deployed = func.coalesce(select(b.deployed).scalar_subquery(), 0)
     realised = select(func.coalesce(func.sum(o.realised_pnl), 0)).where(
         o.leg_closed_at.is_not(None), o.leg_closed_at >= bindparam("today")).scalar_subquery()
     g = Gtt.__table__.c
@@ -246,7 +276,8 @@ def _risk_picture() -> Select[Any]:
         o.state.not_in([s.value for s in ORDER_TERMINAL]),
         o.id.not_in(bindparam("exclude", expanding=True)),
     ).scalar_subquery()
-    return select(open_buys.c.legs, open_buys.c.deployed, realised, gtts, halt, live)
+    return select(book_legs - checked.c.legs, book_deployed - checked.c.deployed,
+                  realised, gtts, halt, live)
 
 
 _RISK_PICTURE = _risk_picture()

@@ -6,7 +6,7 @@ import redis
 
 from services.execution import metrics
 from services.execution.brokers.base import BrokerInterface
-from services.execution.brokers.paper import PaperBroker
+from services.execution.brokers.paper import PaperBroker, placements_engine
 from services.execution.budget import OrderBudget
 from services.execution.control import ControlHandler
 from services.execution.faults import FaultPoints
@@ -34,7 +34,7 @@ NAME = "execution"
 def build_broker(settings: Settings, runtime: ServiceRuntime) -> BrokerInterface:
     if settings.broker == BrokerKind.KITE:
         return connect_kite(settings, runtime.sessions()).broker
-    return PaperBroker(runtime.sessions())
+    return PaperBroker(runtime.sessions(), placements_engine(settings.require_database_url()))
 
 
 def start_kite(runtime: ServiceRuntime, settings: Settings, kite: KiteConnections,

@@ -380,7 +380,7 @@ class Execution:
                 if isinstance(outcome, BrokerOrder):
                     self.faults.point("after_broker_call")
                 outcomes.append((order, outcome, ts_ms))
-            with session.no_autoflush:
+            with session.no_autoflush, ledger.held_orders_updated_together(session):
                 for order, outcome, ts_ms in outcomes:
                     self._record_outcome(session, order, outcome, ts_ms)
 

@@ -11,12 +11,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -150,11 +152,19 @@ class Order(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     __table_args__ = (
-        # The guards' risk picture: open legs, and the legs closed today (migration 0003).
-        Index("ix_orders_open_buys", "id", postgresql_where=text(
-            "side = 'BUY' AND leg_closed_at IS NULL AND state NOT IN ('REJECTED', 'CANCELLED')")),
+        # The guards' risk picture: the legs closed today (migration 0003).
         Index("ix_orders_leg_closed_at", "leg_closed_at", postgresql_where=text("leg_closed_at IS NOT NULL")),
     )
+
+
+class RiskBook(Base):
+    """The open legs and the capital in them, kept exact by triggers on ``orders`` (migration
+    0004), so the guards read one row; no row means an empty book."""
+
+    __tablename__ = "risk_book"
+    id: Mapped[int] = mapped_column(SmallInteger, CheckConstraint("id = 1"), primary_key=True)
+    open_legs: Mapped[int] = mapped_column(Integer)
+    deployed: Mapped[Decimal] = mapped_column(Numeric(18, 2))
 
 
 class Gtt(Base):
@@ -181,7 +191,12 @@ class Gtt(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
-    __table_args__ = (UniqueConstraint("ladder_id", "leg", name="uq_gtt_leg"),)
+    __table_args__ = (
+        UniqueConstraint("ladder_id", "leg", name="uq_gtt_leg"),
+        # The guards count the live GTTs (migration 0004).
+        Index("ix_gtts_live", "id", postgresql_where=text(
+            "state IN ('NEW', 'SUBMITTED', 'ACTIVE', 'UNKNOWN')")),
+    )
 
 
 class HaltRecord(Base):

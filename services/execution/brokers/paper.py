@@ -13,7 +13,8 @@ import threading
 import time
 from decimal import Decimal
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, bindparam, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution.brokers.base import (
@@ -22,11 +23,13 @@ from services.execution.brokers.base import (
     BrokerOrder,
     BrokerOrderStatus,
     BrokerRejected,
+    BrokerUnavailable,
     GttRequest,
     GttStatus,
     OrderRequest,
 )
 from shared.domain.money import to_paise, to_rupees
+from shared.store.db import make_engine
 from shared.store.models import PaperGtt, PaperHolding, PaperOrder
 
 _ids = itertools.count()
@@ -58,16 +61,28 @@ _SELL = text(_PLACE.format(joined=", holding", holding="""
     WHERE exchange = :exchange AND symbol = :symbol AND qty >= :qty
     RETURNING 1"""))
 
+_HELD = select(PaperHolding.qty).where(PaperHolding.exchange == bindparam("exchange"),
+                                       PaperHolding.symbol == bindparam("symbol"))
+
 
 def _order_id() -> str:
     return f"P{time.time_ns() // 1000:016d}{next(_ids) % 1000:03d}"
 
 
+def placements_engine(database_url: str) -> Engine:
+    """The paper book's own pool for placements: AUTOCOMMIT (a placement is one statement) and
+    no ping at checkout, a round trip per order. A connection Postgres dropped fails its one
+    call as outcome-unknown, which the reconciler settles by tag, and is replaced."""
+    return make_engine(database_url, pool_size=2, pre_ping=False, autocommit=True)
+
+
 class PaperBroker(BrokerInterface):
     name = "paper"
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], placements: Engine | None = None) -> None:
+        """``placements`` (see :func:`placements_engine`) defaults to the pool of ``sessions``."""
         self.sessions = sessions
+        self._placements = placements or sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT")
         self._lock = threading.Lock()
         self._active: dict[str, list[tuple[int, int, int | None]]] | None = None
         self._loaded_at = 0.0
@@ -97,13 +112,17 @@ class PaperBroker(BrokerInterface):
                   "symbol": order.symbol, "side": order.side, "qty": order.qty,
                   "order_type": request.order_type, "product": request.product,
                   "price": to_rupees(price), "status": order.status.value}
-        with self.sessions() as session:  # one statement, so its own transaction
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            placed = session.execute(_SELL if request.side == "SELL" else _BUY, params).rowcount
-            if not placed:
-                held = session.get(PaperHolding, (request.exchange, request.symbol))
-                raise BrokerRejected(f"insufficient holdings of {request.symbol}: "
-                                     f"{held.qty if held else 0} < {request.qty}")
+        try:
+            with self._placements.connect() as conn:  # one statement, so its own transaction
+                placed = conn.execute(_SELL if request.side == "SELL" else _BUY, params).rowcount
+                if not placed:
+                    held = conn.execute(_HELD, {"exchange": request.exchange, "symbol": request.symbol}).scalar()
+                    raise BrokerRejected(f"insufficient holdings of {request.symbol}: "
+                                         f"{held or 0} < {request.qty}")
+        except DBAPIError as exc:
+            if exc.connection_invalidated:  # the book's connection dropped: placed or not, unknown
+                raise BrokerUnavailable(f"paper book unreachable: {exc.orig}") from exc
+            raise
         return order
 
     def cancel_order(self, order_id: str) -> None:

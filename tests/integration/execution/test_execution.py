@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
-from services.execution.brokers.paper import PaperBroker
+from services.execution import ledger
+from services.execution.brokers.paper import PaperBroker, placements_engine
 from services.execution.budget import OrderBudget
 from services.execution.faults import FaultPoints
 from services.execution.processor import Execution
@@ -168,3 +170,49 @@ def test_order_from_an_earlier_day_not_found_is_not_resent(execution, reconciler
     assert order.state == OrderState.REJECTED and "earlier day" in order.reason
     assert alert.level == "critical"
     assert paper_orders(sessions, order.tag) == 0
+
+
+def test_a_dropped_paper_book_connection_is_an_unknown_outcome_settled_by_tag(
+    sessions: sessionmaker[Session], redis_client: redis.Redis, settings: Settings, database_url: str
+) -> None:
+    """The paper book's placements skip the ping at checkout: a connection Postgres dropped
+    fails that one call as outcome-unknown (never as a rejection, never retried blindly); the
+    reconciler finds no order with its tag and sends it once; the pool then reconnects."""
+    placements = placements_engine(database_url)
+    execution = Execution(sessions, PaperBroker(sessions, placements),
+                          OrderBudget(redis_client, 10, 400, 5000), settings, SessionRules(),
+                          FaultPoints(frozenset(), 0))
+    first, second = buy(), buy(ladder="NSE:INFY:202611241000")
+    execution.place_order(first)
+    with placements.connect() as conn:  # the one pooled connection the first order used
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with sessions() as session:
+        session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    execution.place_order(second)
+    with sessions() as session:
+        lost = session.scalars(select(Order).where(Order.intent_id == second.intent_id)).one()
+    assert lost.state == OrderState.UNKNOWN and "paper book unreachable" in lost.history[-1]["note"]
+    relay = OutboxRelay(sessions, Publisher(redis_client, "execution"), "execution")
+    Reconciler(execution, relay).run_once()
+    with sessions() as session:
+        settled = session.scalars(select(Order).where(Order.intent_id == second.intent_id)).one()
+    assert settled.state == OrderState.FILLED
+    assert paper_orders(sessions, settled.tag) == 1
+    placements.dispose()
+
+
+def test_held_orders_are_updated_together_or_not_at_all(
+    execution: Execution, sessions: sessionmaker[Session]
+) -> None:
+    """Queued updates of held rows are checked as they are sent: one that matches no row (its
+    state moved, which holding the row should make impossible) fails the whole transaction."""
+    execution.place_order(buy())
+    execution.place_order(buy(ladder="NSE:INFY:202611241000"))
+    with pytest.raises(ledger.HeldOrderMoved), sessions.begin() as session:
+        held = session.scalars(select(Order).order_by(Order.id).with_for_update()).all()
+        set_committed_value(held[1], "state", OrderState.SUBMITTED)  # a stale copy: it is FILLED
+        with ledger.held_orders_updated_together(session):
+            for order in held:
+                assert ledger.update_order(session, order, reason="noted")
+    with sessions() as session:
+        assert session.scalars(select(Order.reason)).all() == [None, None]

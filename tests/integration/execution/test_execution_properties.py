@@ -30,6 +30,7 @@ from shared.contracts.messages import ExitLeg, ModifyGtt, PlaceGtt, PlaceOrder
 from shared.domain.money import price_below
 from shared.domain.session import SessionRules, ms_from_ist
 from shared.store.models import Base, Gtt, Order, PaperGtt, PaperOrder
+from tests.integration.execution.book_oracle import book, open_legs
 from tests.integration.execution.faulty_broker import BEHAVIOURS, GTT_BEHAVIOURS, FaultyBroker
 
 TS = ms_from_ist(datetime(2026, 11, 24, 10, 0))
@@ -157,6 +158,11 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
                 closed = set(session.scalars(select(Order.ladder_id).where(
                     Order.side == "BUY", Order.leg_closed_at.is_not(None))))
             assert not closed & set(live), closed & set(live)
+
+        @invariant()
+        def the_risk_book_matches_the_open_legs(self) -> None:
+            with sessions() as session:
+                assert book(session) == open_legs(session)
 
         def _live_gtts_by_leg(self, settled: bool = True) -> dict[str, int]:
             """Live GTTs at the broker per leg. Once settled, none may be unknown to execution
