@@ -210,8 +210,24 @@ def connect_kite(settings: Settings, sessions: sessionmaker[Session]) -> KiteCon
         if links.ticker is not None:
             links.ticker.connect(token)
 
+    refusing = threading.Lock()  # one halt on its way at a time: a burst of refusals is one
+
+    def on_auth_error(detail: str) -> None:
+        """Halt from a thread of its own: the refusal may come inside a run of broker calls,
+        which holds the halts lock that the halt's write waits for (:func:`ledger.hold_halts`)."""
+        if not refusing.acquire(blocking=False):
+            return
+
+        def halt() -> None:
+            try:
+                links.watch.refused(detail)
+            finally:
+                refusing.release()
+
+        threading.Thread(target=halt, name="token-refused", daemon=True).start()
+
     links.watch.on_token = on_token
-    broker.on_auth_error = links.watch.refused
+    broker.on_auth_error = on_auth_error
     links.watch.check()
     return links
 

@@ -39,6 +39,7 @@ from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent
 
 SOURCE = "execution"
 RISK_LOCK = zlib.crc32(b"execution:risk")  # the advisory lock of the guards
+HALT_LOCK = zlib.crc32(b"execution:halts")  # shared by runs of broker calls; writes to halts wait
 
 
 def order_tag(intent_id: str) -> str:
@@ -139,6 +140,7 @@ _INSERT_INTENTS = (insert(Intent.__table__).on_conflict_do_nothing(index_element
 _INSERT_ORDERS = insert(Order.__table__).returning(Order.__table__.c.intent_id, Order.__table__.c.id)
 _INSERT_AUDIT = insert(AuditEntry.__table__)
 _LOCK_RISK = select(func.pg_advisory_xact_lock(RISK_LOCK))
+_HOLD_HALTS = select(func.pg_advisory_xact_lock_shared(HALT_LOCK))
 _HALT_REASON = (select(HaltRecord.__table__.c.reason).where(HaltRecord.__table__.c.active.is_(True))
                 .order_by(HaltRecord.__table__.c.id).limit(1))
 
@@ -224,8 +226,15 @@ def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool
     return False
 
 
+def hold_halts(session: Session) -> None:
+    """Hold the halts lock shared until this transaction ends: any write to ``halts`` (its
+    trigger takes the lock exclusively, migration 0005) waits until then. Never write a halt
+    from the thread that holds it: that write would wait for itself."""
+    session.execute(_HOLD_HALTS)
+
+
 def halt_reason(session: Session) -> str | None:
-    """Why new risk is halted right now, or None (one small query, before each risky call)."""
+    """Why new risk is halted right now, or None (one small query)."""
     return session.execute(_HALT_REASON).scalar()
 
 

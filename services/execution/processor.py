@@ -80,6 +80,9 @@ _LOCK_SUBMITTED = (
 )
 
 
+SEND_RUN_S = 0.05  # the longest run of broker calls between two looks for a halt
+
+
 def _log_intent(envelope: Envelope) -> None:
     log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type, "from": envelope.source})
 
@@ -354,26 +357,43 @@ class Execution:
             state.halt_reason = halt_row.reason if halt_row else None
 
     def submit_orders(self, orders: Sequence[tuple[Order, int]]) -> None:
-        """The broker calls for orders just committed SUBMITTED, one after another, inside one
-        transaction that holds their rows and then records every answer; a halt is looked for
-        again before each one that adds risk. While the transaction holds the rows,
-        no other worker can take a row for unsent and send it again (the reconciler waits for
-        the lock, then asks the broker by tag once more); an order resubmitted meanwhile (its
-        attempt moved on) is its resubmitter's to send. A crash releases the rows SUBMITTED:
-        the reconciler settles them by tag. Each order given is the caller's copy of a SUBMITTED
-        row; a row still SUBMITTED at the same attempt, once locked, is that copy."""
-        if not orders:
-            return
+        """The broker calls for orders just committed SUBMITTED, one after another, in runs of
+        at most SEND_RUN_S: each run one transaction that holds its rows, looks for a halt once
+        (see :meth:`_submit_run`), sends, then records every answer. While the transaction
+        holds the rows, no other worker can take a row for unsent and send it again (the
+        reconciler waits for the lock, then asks the broker by tag once more); an order
+        resubmitted meanwhile (its attempt moved on) is its resubmitter's to send. A crash
+        releases the rows SUBMITTED: the reconciler settles them by tag. Each order given is
+        the caller's copy of a SUBMITTED row; a row still SUBMITTED at the same attempt, once
+        locked, is that copy."""
         by_id = {o.id: (o, ts_ms) for o, ts_ms in orders}
+        unsent = sorted(by_id)
+        while unsent:
+            unsent = self._submit_run(by_id, unsent)
+
+    def _submit_run(self, by_id: dict[int, tuple[Order, int]], ids: list[int]) -> list[int]:
+        """Send orders ``ids`` for up to SEND_RUN_S, record the answers, and return the ids not
+        reached. A run with an order that adds risk holds the halts lock shared
+        (:func:`ledger.hold_halts`): a halt committed before the run is seen by its one check;
+        one written during the run waits until the run has committed. So no risk-adding order
+        is sent after a halt is committed, and a halt waits at most SEND_RUN_S and one call."""
         with self.sessions.begin() as session:
-            held = dict(session.execute(_LOCK_SUBMITTED, {"ids": sorted(by_id)}).all())
+            halt = None
+            if any(by_id[i][0].adds_risk for i in ids):
+                ledger.hold_halts(session)
+                halt = ledger.halt_reason(session)  # a statement of its own: sees what came first
+            held = dict(session.execute(_LOCK_SUBMITTED, {"ids": ids}).all())
+            started = time.monotonic()
             outcomes: list[tuple[Order, BrokerOrder | BrokerError, int]] = []
-            for order_id in sorted(held):
+            reached = len(ids)
+            for n, order_id in enumerate(ids):
+                if outcomes and time.monotonic() - started > SEND_RUN_S:
+                    reached = n
+                    break
                 order, ts_ms = by_id[order_id]
-                if held[order_id] != order.attempts:
-                    continue
-                halt = ledger.halt_reason(session) if order.adds_risk else None
-                if halt is not None:  # halted since the guards passed it: it adds no risk now
+                if held.get(order_id) != order.attempts:
+                    continue  # settled, or resubmitted by another worker, meanwhile
+                if halt is not None and order.adds_risk:  # halted since the guards passed it
                     self.reject_halted(session, order, halt, ts_ms)
                     continue
                 outcome = self._send(order)
@@ -383,6 +403,7 @@ class Execution:
             with session.no_autoflush, ledger.held_orders_updated_together(session):
                 for order, outcome, ts_ms in outcomes:
                     self._record_outcome(session, order, outcome, ts_ms)
+        return ids[reached:]
 
     def reject_halted(self, session: Session, order: Order, halt: str, ts_ms: int) -> None:
         """Refuse a SUBMITTED order that adds risk because trading was halted before it went out."""

@@ -261,24 +261,50 @@ def test_orders_guarded_together_count_each_other(servers) -> None:  # noqa: ANN
     assert placed == 3
 
 
-def test_a_halt_after_the_guards_stops_the_rest_of_a_batch(servers) -> None:  # noqa: ANN001
-    """The halt is looked for again before each risk-adding broker call: a kill switch thrown
-    while a batch is being sent lets none of its remaining entries through."""
-    from services.execution import ledger
+def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypatch) -> None:  # noqa: ANN001
+    """A halt written while broker calls are in flight waits until their run has committed (so
+    no risk-adding order reaches the broker after a halt is committed); the batch's next run
+    sees it, and none of its remaining entries goes out."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from services.execution import ledger, processor
     from services.execution.brokers.base import BrokerOrder, OrderRequest
 
+    monkeypatch.setattr(processor, "SEND_RUN_S", 0.0)  # one call a run: this batch is two runs
     sessions = servers[0]
+    committed = threading.Event()
 
-    class HaltsAfterFirst(PaperBroker):
+    def throw() -> None:
+        with sessions.begin() as session:
+            ledger.halt(session, "kill_switch", "thrown mid-batch", "test")
+        committed.set()
+
+    def halt_is_waiting() -> bool:
+        with sessions() as session:
+            return bool(session.scalar(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")))
+
+    class HaltsDuringFirst(PaperBroker):
+        thrown = False
+
         def place_order(self, request: OrderRequest) -> BrokerOrder:
             placed = super().place_order(request)
-            with self.sessions.begin() as session:
-                ledger.halt(session, "kill_switch", "thrown mid-batch", "test")
+            if not self.thrown:
+                self.thrown = True
+                threading.Thread(target=throw, daemon=True).start()
+                deadline = time.monotonic() + 30
+                while not halt_is_waiting() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert halt_is_waiting() and not committed.is_set()  # held back by this run
             return placed
 
-    execution = build(*servers, broker=HaltsAfterFirst(sessions))
+    execution = build(*servers, broker=HaltsDuringFirst(sessions))
     first, second = entry(1), entry(2, symbol="TCS")
     execution.place_orders([first, second])
+    assert committed.wait(30)
     assert order_of(sessions, first.intent_id).state == OrderState.FILLED
     refused = order_of(sessions, second.intent_id)
     assert refused.state == OrderState.REJECTED and "halted (thrown mid-batch)" in refused.reason

@@ -5,6 +5,7 @@ one clear message (never the token itself in any output)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +57,14 @@ def halts(sessions: sessionmaker[Session], by: str) -> list[HaltRecord]:
     with sessions() as session:
         return list(session.scalars(select(HaltRecord).where(
             HaltRecord.active.is_(True), HaltRecord.kind == HALT_KIND, HaltRecord.by == by)))
+
+
+def halts_soon(sessions: sessionmaker[Session], by: str, timeout: float = 30.0) -> list[HaltRecord]:
+    """The active halts of ``by`` once there is one (or none, after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not (found := halts(sessions, by)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def test_expiry_is_the_next_six_am_ist() -> None:
@@ -173,7 +182,7 @@ def test_expired_session_halts_entries_until_a_new_login(
     with sessions() as session:
         first = session.scalars(select(Order).where(Order.leg == 1)).one()
     assert first.state == OrderState.SUBMITTED and first.broker_order_id is None
-    halt = halts(sessions, "execution")
+    halt = halts_soon(sessions, "execution")  # written off the sending thread, right after it
     assert len(halt) == 1 and "refused" in halt[0].reason and "ratchet kite login" in halt[0].reason
     execution.place_order(buy(2))  # a new entry now stops at the guard, before the broker
     with sessions() as session:
