@@ -55,10 +55,12 @@ class OrderBudget:
 
     def acquire(self) -> None:
         """Block until one order fits in every window, then count it."""
+        while (wait_s := self.try_acquire()) > 0:
+            time.sleep(min(wait_s, 1.0))
+
+    def try_acquire(self) -> float:
+        """Count one order if it fits in every window now (0.0); otherwise count nothing and
+        say how many seconds until it would."""
         if not self.enabled:
-            return
-        while True:
-            wait_ms = int(self._take(keys=[self.key], args=list(self.limits)))
-            if wait_ms <= 0:
-                return
-            time.sleep(min(wait_ms, 1000) / 1000)
+            return 0.0
+        return max(0, int(self._take(keys=[self.key], args=list(self.limits)))) / 1000

@@ -177,9 +177,9 @@ def update_order(session: Session, order: Order, **values: Any) -> bool:
     in step on ``order`` without marking it dirty, so no second UPDATE follows at the flush.
     Inside :func:`held_orders_updated_together` it is queued instead, and counts as done."""
     params = {"order_id": order.id, "expected": order.state, **values}
-    queued: dict[tuple[str, ...], list[dict[str, Any]]] | None = session.info.get(_QUEUED_UPDATES)
+    queued: _QueuedUpdates | None = session.info.get(_QUEUED_UPDATES)
     if queued is not None:
-        queued.setdefault(tuple(sorted(values)), []).append(params)
+        queued.add(session, tuple(sorted(values)), params)
     elif not session.execute(_order_update(tuple(sorted(values))), params).rowcount:
         return False
     for key, value in values.items():
@@ -195,22 +195,49 @@ class HeldOrderMoved(RuntimeError):
     transaction is rolled back rather than recorded."""
 
 
+class _QueuedUpdates:
+    """Order updates waiting to be sent, by set of columns."""
+
+    def __init__(self) -> None:
+        self.by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self.orders: set[int] = set()
+
+    def add(self, session: Session, columns: tuple[str, ...], params: dict[str, Any]) -> None:
+        if params["order_id"] in self.orders:  # a second change of one order goes after the first
+            self.send(session)
+        self.by_columns.setdefault(columns, []).append(params)
+        self.orders.add(params["order_id"])
+
+    def send(self, session: Session) -> None:
+        for columns, params in self.by_columns.items():
+            matched = session.execute(_order_update(columns), params).rowcount
+            if matched != len(params):
+                raise HeldOrderMoved(f"{len(params) - matched} of {len(params)} held orders moved")
+        self.by_columns.clear()
+        self.orders.clear()
+
+
+def send_queued_updates(session: Session) -> None:
+    """Send the order updates queued so far, so that a query that follows sees them."""
+    queued: _QueuedUpdates | None = session.info.get(_QUEUED_UPDATES)
+    if queued is not None:
+        queued.send(session)
+
+
 @contextmanager
 def held_orders_updated_together(session: Session) -> Iterator[None]:
     """Within, the order updates of :func:`update_order` are queued, then sent as one
-    executemany per set of columns, which psycopg pipelines (one round trip, not one each).
-    Only for orders this transaction holds locked: no other worker can move them, so every
-    update must match its row; the total row count checks it."""
-    queued: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    executemany per set of columns, which psycopg pipelines (one round trip, not one each);
+    a query of orders within calls :func:`send_queued_updates` first. Only for orders this
+    transaction holds locked: no other worker can move them, so every update must match its
+    row; the total row count checks it."""
+    queued = _QueuedUpdates()
     session.info[_QUEUED_UPDATES] = queued
     try:
         yield
     finally:
         del session.info[_QUEUED_UPDATES]
-    for keys, params in queued.items():
-        matched = session.execute(_order_update(keys), params).rowcount
-        if matched != len(params):
-            raise HeldOrderMoved(f"{len(params) - matched} of {len(params)} held orders had moved")
+    queued.send(session)
 
 
 def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool:
@@ -272,8 +299,8 @@ def _risk_picture() -> Select[Any]:
         func.count(exposure).label("legs"), func.coalesce(func.sum(exposure), 0).label("deployed"),
     ).where(o.id.in_(bindparam("exclude", expanding=True))).subquery()
     b = RiskBook.__table__.c
-    book_legs = func.coalesce(select(b.open_legs).scalar_subquery(), 0)
-    book_deployed = func.coalesce(select(b.deployed).scalar_subquery(), 0)
+    book_legs = select(b.open_legs).where(b.id == 1).scalar_subquery()  # NULL: no book
+    book_deployed = select(b.deployed).where(b.id == 1).scalar_subquery()
     realised = select(func.coalesce(func.sum(o.realised_pnl), 0)).where(
         o.leg_closed_at.is_not(None), o.leg_closed_at >= bindparam("today")).scalar_subquery()
     g = Gtt.__table__.c
@@ -292,6 +319,10 @@ def _risk_picture() -> Select[Any]:
 _RISK_PICTURE = _risk_picture()
 
 
+class RiskBookMissing(RuntimeError):
+    """The risk book's one row is gone (deleted by hand, or a restore without it)."""
+
+
 def risk_state(
     session: Session,
     today_start: datetime,
@@ -299,7 +330,9 @@ def risk_state(
     exclude_gtt_id: int | None = None,
 ) -> RiskState:
     """The current risk picture from execution's own records in one query, not counting the
-    orders being checked (nor the GTT being placed)."""
+    orders being checked (nor the GTT being placed). Call it before this transaction changes
+    any order: the book holds what is committed, while the orders it subtracts are read as this
+    transaction sees them. Without a book row it raises (the guards fail closed)."""
     row = session.execute(_RISK_PICTURE, {
         "exclude": [o.id for o in checking if o.id is not None] or [-1],
         "today": today_start,
@@ -307,6 +340,9 @@ def risk_state(
         "legs": sorted({(o.ladder_id, o.leg, o.side) for o in checking}) or [("", 0, "")],
     }).one()
     n_legs, deployed_rupees, realised_rupees, n_gtts, halt_reason, live = row
+    if n_legs is None:
+        raise RiskBookMissing("the risk_book row is missing: no order can be guarded until it is "
+                              "rebuilt (see migration 0004's backfill)")
     loss = -Decimal(realised_rupees) if realised_rupees < 0 else Decimal(0)
     return RiskState(
         halted=halt_reason is not None,
@@ -336,6 +372,7 @@ def close_leg(
 ) -> Order | None:
     """Mark the leg's entry order closed at event time ``ts_ms`` with its realised PnL; None if
     it was closed already. Event time, so that "today's loss" follows the market's day."""
+    send_queued_updates(session)  # the entry's fill may be queued in this very transaction
     buy = buy_order_of_leg(session, ladder_id, leg)
     if buy is None or buy.leg_closed_at is not None:
         return None

@@ -81,6 +81,7 @@ _LOCK_SUBMITTED = (
 
 
 SEND_RUN_S = 0.05  # the longest run of broker calls between two looks for a halt
+RATE_LIMITED_PAUSE_S = 0.2  # after the broker's "too many requests", before sending again
 
 
 def _log_intent(envelope: Envelope) -> None:
@@ -376,13 +377,16 @@ class Execution:
         reached. A run with an order that adds risk holds the halts lock shared
         (:func:`ledger.hold_halts`): a halt committed before the run is seen by its one check;
         one written during the run waits until the run has committed. So no risk-adding order
-        is sent after a halt is committed, and a halt waits at most SEND_RUN_S and one call."""
+        is sent after a halt is committed. A run never waits inside: when the order budget has
+        no room, or the broker says too many requests, it ends, and the wait comes after its
+        commit; a halt therefore waits at most SEND_RUN_S and the one call under way."""
+        pause = 0.0
         with self.sessions.begin() as session:
+            held = dict(session.execute(_LOCK_SUBMITTED, {"ids": ids}).all())
             halt = None
-            if any(by_id[i][0].adds_risk for i in ids):
+            if any(by_id[i][0].adds_risk for i in held):
                 ledger.hold_halts(session)
                 halt = ledger.halt_reason(session)  # a statement of its own: sees what came first
-            held = dict(session.execute(_LOCK_SUBMITTED, {"ids": ids}).all())
             started = time.monotonic()
             outcomes: list[tuple[Order, BrokerOrder | BrokerError, int]] = []
             reached = len(ids)
@@ -396,13 +400,22 @@ class Execution:
                 if halt is not None and order.adds_risk:  # halted since the guards passed it
                     self.reject_halted(session, order, halt, ts_ms)
                     continue
+                pause = self.budget.try_acquire()
+                if pause > 0:
+                    reached = n
+                    break
                 outcome = self._send(order)
+                if isinstance(outcome, BrokerRateLimited):  # nothing was placed: send it later
+                    reached, pause = n, RATE_LIMITED_PAUSE_S
+                    break
                 if isinstance(outcome, BrokerOrder):
                     self.faults.point("after_broker_call")
                 outcomes.append((order, outcome, ts_ms))
             with session.no_autoflush, ledger.held_orders_updated_together(session):
                 for order, outcome, ts_ms in outcomes:
                     self._record_outcome(session, order, outcome, ts_ms)
+        if pause > 0:
+            time.sleep(min(pause, 1.0))
         return ids[reached:]
 
     def reject_halted(self, session: Session, order: Order, halt: str, ts_ms: int) -> None:
@@ -426,14 +439,10 @@ class Execution:
             algo_id=self.settings.execution.algo_id,
             reference_price=to_paise(order.ref_price),
         )
-        while True:
-            self.budget.acquire()
-            try:
-                return self.broker.place_order(request)
-            except BrokerRateLimited:
-                time.sleep(0.2)  # nothing was placed: send again after a pause
-            except BrokerError as exc:
-                return exc
+        try:
+            return self.broker.place_order(request)
+        except BrokerError as exc:
+            return exc
 
     def _record_outcome(
         self, session: Session, order: Order, outcome: BrokerOrder | BrokerError, ts_ms: int

@@ -159,11 +159,11 @@ class Order(Base):
 
 class RiskBook(Base):
     """The open legs and the capital in them, kept exact by triggers on ``orders`` (migration
-    0004), so the guards read one row; no row means an empty book."""
+    0004), so the guards read one row; without it they refuse every order."""
 
     __tablename__ = "risk_book"
     id: Mapped[int] = mapped_column(SmallInteger, CheckConstraint("id = 1"), primary_key=True)
-    open_legs: Mapped[int] = mapped_column(Integer)
+    open_legs: Mapped[int] = mapped_column(Integer, CheckConstraint("open_legs >= 0"))
     deployed: Mapped[Decimal] = mapped_column(Numeric(18, 2))
 
 

@@ -24,4 +24,5 @@ def open_legs(session: Session) -> tuple[int, Decimal]:
 
 def book(session: Session) -> tuple[int, Decimal]:
     row = session.get(RiskBook, 1)
-    return (row.open_legs, row.deployed) if row else (0, Decimal(0))
+    assert row is not None, "the risk book's row is missing"
+    return row.open_legs, row.deployed

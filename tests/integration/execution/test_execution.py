@@ -21,7 +21,7 @@ from services.execution.states import GttState, OrderState
 from shared.bus.publisher import OutboxRelay, Publisher
 from shared.config import Settings
 from shared.contracts import streams
-from shared.contracts.messages import ExitLeg, ModifyGtt, PlaceGtt, PlaceOrder, decode
+from shared.contracts.messages import ExitLeg, ModifyGtt, PlaceGtt, PlaceOrder, Side, decode
 from shared.domain.session import SessionRules, ms_from_ist
 from shared.store.models import AlertRecord, Gtt, HaltRecord, Order, PaperGtt, PaperOrder
 
@@ -173,12 +173,14 @@ def test_order_from_an_earlier_day_not_found_is_not_resent(execution, reconciler
 
 
 def test_a_dropped_paper_book_connection_is_an_unknown_outcome_settled_by_tag(
-    sessions: sessionmaker[Session], redis_client: redis.Redis, settings: Settings, database_url: str
+    sessions: sessionmaker[Session], redis_client: redis.Redis, settings: Settings,
+    database_url: str, request: pytest.FixtureRequest,
 ) -> None:
     """The paper book's placements skip the ping at checkout: a connection Postgres dropped
     fails that one call as outcome-unknown (never as a rejection, never retried blindly); the
     reconciler finds no order with its tag and sends it once; the pool then reconnects."""
     placements = placements_engine(database_url)
+    request.addfinalizer(placements.dispose)
     execution = Execution(sessions, PaperBroker(sessions, placements),
                           OrderBudget(redis_client, 10, 400, 5000), settings, SessionRules(),
                           FaultPoints(frozenset(), 0))
@@ -198,7 +200,6 @@ def test_a_dropped_paper_book_connection_is_an_unknown_outcome_settled_by_tag(
         settled = session.scalars(select(Order).where(Order.intent_id == second.intent_id)).one()
     assert settled.state == OrderState.FILLED
     assert paper_orders(sessions, settled.tag) == 1
-    placements.dispose()
 
 
 def test_held_orders_are_updated_together_or_not_at_all(
@@ -216,3 +217,18 @@ def test_held_orders_are_updated_together_or_not_at_all(
                 assert ledger.update_order(session, order, reason="noted")
     with sessions() as session:
         assert session.scalars(select(Order.reason)).all() == [None, None]
+
+
+def test_a_leg_bought_and_sold_in_one_send_run_is_closed(
+    execution: Execution, sessions: sessionmaker[Session]
+) -> None:
+    """The entry's fill is queued when the sale's fill closes the leg in the same transaction:
+    the close looks for the filled entry only after the queued updates are sent."""
+    entry = buy()
+    sale = entry.model_copy(update={"intent_id": f"{entry.intent_id}:sell", "side": Side.SELL})
+    execution.place_orders([entry, sale])
+    with sessions() as session:
+        bought = session.scalars(select(Order).where(Order.intent_id == entry.intent_id)).one()
+        sold = session.scalars(select(Order).where(Order.intent_id == sale.intent_id)).one()
+    assert (bought.state, sold.state) == (OrderState.FILLED, OrderState.FILLED)
+    assert bought.leg_closed_at is not None and bought.realised_pnl == 0

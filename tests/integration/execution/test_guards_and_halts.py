@@ -5,6 +5,7 @@ and stays on across a restart."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -285,7 +286,8 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
     def halt_is_waiting() -> bool:
         with sessions() as session:
             return bool(session.scalar(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")))
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = :key AND mode = 'ExclusiveLock'"), {"key": ledger.HALT_LOCK}))
 
     class HaltsDuringFirst(PaperBroker):
         thrown = False
@@ -308,5 +310,30 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
     assert order_of(sessions, first.intent_id).state == OrderState.FILLED
     refused = order_of(sessions, second.intent_id)
     assert refused.state == OrderState.REJECTED and "halted (thrown mid-batch)" in refused.reason
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PaperOrder)) == 1
+
+def test_a_halt_never_waits_for_the_order_budget(servers) -> None:  # noqa: ANN001
+    """A run of broker calls ends when the budget has no room and waits outside it, so a halt
+    thrown meanwhile commits at once, and the order still waiting for room never goes out."""
+    import threading
+
+    sessions, redis_client = servers[0], servers[1]
+    execution = build(*servers)
+    execution.budget = OrderBudget(redis_client, 1, 400, 5000)  # one order a second
+    first, second = entry(1), entry(2, symbol="TCS")
+    sender = threading.Thread(target=execution.place_orders, args=([first, second],))
+    sender.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            if session.scalar(select(func.count()).select_from(PaperOrder)):
+                break
+        time.sleep(0.01)
+    with sessions.begin() as session:  # the second order is waiting for the budget's next second
+        session.add(HaltRecord(kind="kill_switch", reason="while waiting", by="test", active=True))
+    sender.join(30)
+    assert order_of(sessions, first.intent_id).state == OrderState.FILLED
+    assert "halted (while waiting)" in (order_of(sessions, second.intent_id).reason or "")
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(PaperOrder)) == 1

@@ -8,13 +8,14 @@ import os
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
-from shared.store.models import Order
+from shared.store.models import Order, RiskBook
 from tests.integration.execution.book_oracle import book, open_legs
 
 STATES = ("NEW", "SUBMITTED", "OPEN", "UNKNOWN", "FILLED", "REJECTED", "CANCELLED")
@@ -41,6 +42,9 @@ step = st.one_of(
     st.tuples(st.just("delete"), st.integers(0, 40)),
     st.tuples(st.just("rolled_back"), new_order),
     st.tuples(st.just("truncate"), st.none()),
+    # several changes to the same rows in one transaction: inserted, changed twice, deleted
+    st.tuples(st.just("together"), new_order, st.lists(change, min_size=1, max_size=3),
+              st.booleans()),
 )
 
 
@@ -54,11 +58,21 @@ def an_order(n: int, **fields: object) -> Order:
 
 
 def apply(sessions: sessionmaker[Session], serial: list[int], kind: str, arg: object,
-          more: object = None) -> None:
+          more: object = None, deleted: bool = False) -> None:
     """One step, in a transaction of its own (committed, or rolled back for ``rolled_back``)."""
     with sessions() as session:
         if kind == "truncate":
             session.execute(text("TRUNCATE orders CASCADE"))
+        elif kind == "together":
+            serial[0] += 1
+            fields = {k: v for k, v in arg.items() if k != "closed"}  # type: ignore[union-attr]
+            order = an_order(serial[0], **fields)
+            session.add(order)
+            session.flush()
+            for values in more:  # type: ignore[union-attr]
+                session.execute(update(Order).where(Order.id == order.id).values(**values))
+            if deleted:
+                session.execute(delete(Order).where(Order.id == order.id))
         elif kind in ("insert", "rolled_back"):
             for spec in arg if kind == "insert" else [arg]:  # type: ignore[union-attr]
                 serial[0] += 1
@@ -112,3 +126,11 @@ def test_the_guards_picture_is_the_book_less_the_orders_checked(
         without = ledger.risk_state(session, CLOSED_AT, checking)
     assert (everything.open_legs, everything.deployed_paise) == (2, 2 * 10 * 100_00)
     assert (without.open_legs, without.deployed_paise) == (1, 10 * 100_00)
+
+
+def test_without_its_row_the_guards_refuse_every_order(sessions: sessionmaker[Session]) -> None:
+    """A book deleted by hand is not an empty book: the guards fail closed."""
+    with sessions.begin() as session:
+        session.execute(delete(RiskBook))
+    with sessions() as session, pytest.raises(ledger.RiskBookMissing):
+        ledger.risk_state(session, CLOSED_AT)

@@ -7,8 +7,8 @@ it exact, whichever process or statement changes an order, so the check reads on
 The triggers are deferred constraint triggers: each order's change is added to the book as its
 transaction commits, so the book's row lock is taken last and held only while committing. A
 transaction that took it early could wait for an order row while holding it, and deadlock with
-one holding that row and waiting for the book. A missing book row means an empty book (``TRUNCATE
-orders`` removes it), so the triggers upsert.
+one holding that row and waiting for the book. ``TRUNCATE orders`` resets the book to empty. A
+missing book row is an error to the guards (they fail closed), never an empty book.
 
 Also a partial index on the live GTTs, which the same check counts; the index of open legs,
 which only that count read, goes.
@@ -43,9 +43,7 @@ RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 CREATE FUNCTION risk_book_add(legs integer, capital numeric) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO risk_book (id, open_legs, deployed) VALUES (1, legs, capital)
-    ON CONFLICT (id) DO UPDATE SET open_legs = risk_book.open_legs + excluded.open_legs,
-                                   deployed = risk_book.deployed + excluded.deployed
+    UPDATE risk_book SET open_legs = open_legs + legs, deployed = deployed + capital WHERE id = 1
 $$;
 
 CREATE FUNCTION risk_book_follow_order() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -72,7 +70,8 @@ $$;
 
 CREATE FUNCTION risk_book_empty() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM risk_book;
+    INSERT INTO risk_book (id, open_legs, deployed) VALUES (1, 0, 0)
+    ON CONFLICT (id) DO UPDATE SET open_legs = 0, deployed = 0;
     RETURN NULL;
 END
 $$;
@@ -94,10 +93,13 @@ CREATE TRIGGER risk_book_orders_truncated AFTER TRUNCATE ON orders
 
 
 def upgrade() -> None:
+    # No order may change between the backfill and the triggers (a service still trading while
+    # the migration runs): it would be in neither, and the book would be wrong for good.
+    op.execute("LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         "risk_book",
         sa.Column("id", sa.SmallInteger(), sa.CheckConstraint("id = 1"), primary_key=True),
-        sa.Column("open_legs", sa.Integer(), nullable=False),
+        sa.Column("open_legs", sa.Integer(), sa.CheckConstraint("open_legs >= 0"), nullable=False),
         sa.Column("deployed", sa.Numeric(18, 2), nullable=False),
     )
     op.execute(FUNCTIONS)
