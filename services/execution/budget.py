@@ -1,10 +1,9 @@
 """The broker's order budget (10/s, 400/min, 5,000/day) as sliding windows in Redis, shared by
 every execution replica: no second, minute or day — counted from any instant, as the broker
-counts — ever holds more orders than its limit. A caller waits for room; no order is dropped."""
+counts — ever holds more orders than its limit. A caller that finds no room is told how long to
+wait, and waits outside any transaction; no order is dropped."""
 
 from __future__ import annotations
-
-import time
 
 import redis
 
@@ -52,11 +51,6 @@ class OrderBudget:
         self.enabled = enabled
         self.key = key
         self._take = client.register_script(_TAKE)
-
-    def acquire(self) -> None:
-        """Block until one order fits in every window, then count it."""
-        while (wait_s := self.try_acquire()) > 0:
-            time.sleep(min(wait_s, 1.0))
 
     def try_acquire(self) -> float:
         """Count one order if it fits in every window now (0.0); otherwise count nothing and
