@@ -15,7 +15,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, func, select, tuple_, update
+from sqlalchemy import Select, Update, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -287,20 +287,31 @@ def clear_halts(session: Session, by: str, kinds: tuple[str, ...] | None = None)
     return session.execute(stmt.values(active=False, cleared_at=utcnow(), cleared_by=by)).rowcount
 
 
+def _exposure() -> Any:
+    """An order's capital as an open leg (NULL if it is none): migration 0004's SQL function."""
+    o = Order.__table__.c
+    return func.order_exposure(o.side, o.leg_closed_at, o.state, o.average_price, o.ref_price,
+                               o.filled_qty, o.qty)
+
+
+def _book_row() -> tuple[Any, Any]:
+    """The book's two figures as scalar subqueries (NULL without its row)."""
+    b = RiskBook.__table__.c
+    return (select(b.open_legs).where(b.id == 1).scalar_subquery(),
+            select(b.deployed).where(b.id == 1).scalar_subquery())
+
+
 def _risk_picture() -> Select[Any]:
     """The guards' picture in one statement (built once): open legs and the capital in them
     (the risk book, less the orders being checked), today's realised PnL, live GTTs, the active
     halt, and the live orders on the legs being checked. Parameters: ``exclude`` (order ids),
     ``today``, ``gtt`` (an id), ``legs``."""
     o = Order.__table__.c
-    exposure = func.order_exposure(o.side, o.leg_closed_at, o.state, o.average_price, o.ref_price,
-                                   o.filled_qty, o.qty)  # SQL function of migration 0004
+    exposure = _exposure()
     checked = select(
         func.count(exposure).label("legs"), func.coalesce(func.sum(exposure), 0).label("deployed"),
     ).where(o.id.in_(bindparam("exclude", expanding=True))).subquery()
-    b = RiskBook.__table__.c
-    book_legs = select(b.open_legs).where(b.id == 1).scalar_subquery()  # NULL: no book
-    book_deployed = select(b.deployed).where(b.id == 1).scalar_subquery()
+    book_legs, book_deployed = _book_row()
     realised = select(func.coalesce(func.sum(o.realised_pnl), 0)).where(
         o.leg_closed_at.is_not(None), o.leg_closed_at >= bindparam("today")).scalar_subquery()
     g = Gtt.__table__.c
@@ -317,6 +328,30 @@ def _risk_picture() -> Select[Any]:
 
 
 _RISK_PICTURE = _risk_picture()
+
+
+_RECOUNT = select(select(func.count(_exposure())).scalar_subquery(),
+                  select(func.coalesce(func.sum(_exposure()), 0)).scalar_subquery())
+_BOOK_AND_RECOUNT = select(*_book_row(), *_RECOUNT.selected_columns)
+
+
+def risk_book_drift(session: Session) -> str | None:
+    """How the risk book differs from a recount of the orders, or None when they agree. One
+    statement, so one snapshot: a commit changes its orders and the book together."""
+    legs, deployed, counted, capital = session.execute(_BOOK_AND_RECOUNT).one()
+    if (legs, deployed) == (counted, capital):
+        return None
+    return f"book {legs} legs / ₹{deployed}, orders {counted} legs / ₹{capital}"
+
+
+def rebuild_risk_book(session: Session) -> None:
+    """Set the book to a recount, with every change to orders held off until this transaction
+    ends (a change committed meanwhile would be in neither)."""
+    session.execute(text("LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE"))
+    counted, capital = session.execute(_RECOUNT).one()
+    session.execute(insert(RiskBook.__table__).values(id=1, open_legs=counted, deployed=capital)
+                    .on_conflict_do_update(index_elements=["id"],
+                                           set_={"open_legs": counted, "deployed": capital}))
 
 
 class RiskBookMissing(RuntimeError):

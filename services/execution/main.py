@@ -109,6 +109,7 @@ def main(settings: Settings) -> None:
         [streams.INTENTS, streams.EXEC_EVENTS, streams.CONTROL],
     )
     runtime.every("reconcile", 1.0, reconciler.run_once)
+    runtime.every("risk-book", 60.0, reconciler.check_risk_book)
     runtime.spawn("outbox", relay.run)
     runtime.after_stop(relay.flush)  # the events of the last batch, committed as the relay stopped
     runtime.announce_ready(client)

@@ -66,6 +66,21 @@ class Reconciler:
         finally:
             self.relay.flush()
 
+    def check_risk_book(self) -> None:
+        """Compare the risk book with a recount of the orders; if they differ (a hand edit, a
+        restore), rebuild it from the orders and raise a critical alert: the guards must never
+        count against a wrong book for long."""
+        with self.sessions.begin() as session:
+            drift = ledger.risk_book_drift(session)
+            if drift is None:
+                return
+            ledger.rebuild_risk_book(session)
+            ledger.raise_alert(session, AlertLevel.CRITICAL, "risk_book_rebuilt",
+                               f"the risk book did not match the orders ({drift}); rebuilt from "
+                               "the orders", ts_ms=self.now_ms())
+        log.error("risk book rebuilt", extra={"drift": drift})
+        self.relay.flush()
+
     # --- orders --------------------------------------------------------------------------------
 
     def settle_orders(self) -> None:

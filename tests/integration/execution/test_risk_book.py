@@ -9,13 +9,22 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
-from shared.store.models import Order, RiskBook
+from services.execution.brokers.paper import PaperBroker
+from services.execution.budget import OrderBudget
+from services.execution.faults import FaultPoints
+from services.execution.processor import Execution
+from services.execution.reconciler import Reconciler
+from shared.bus.publisher import OutboxRelay, Publisher
+from shared.config import Settings
+from shared.domain.session import SessionRules
+from shared.store.models import AlertRecord, Order, RiskBook
 from tests.integration.execution.book_oracle import book, open_legs
 
 STATES = ("NEW", "SUBMITTED", "OPEN", "UNKNOWN", "FILLED", "REJECTED", "CANCELLED")
@@ -103,7 +112,8 @@ def apply(sessions: sessionmaker[Session], serial: list[int], kind: str, arg: ob
                 ("update", 0, {"side": "BUY"})])
 @example(steps=[("insert", [OPEN_BUY]),
                 ("update", 0, {"filled_qty": 7, "average_price": Decimal("101.5")}),
-                ("update", 0, {"leg_closed_at": CLOSED_AT}), ("update", 0, {"leg_closed_at": None})])
+                ("update", 0, {"leg_closed_at": CLOSED_AT}),
+                ("update", 0, {"leg_closed_at": None})])
 def test_the_risk_book_equals_the_open_legs(sessions: sessionmaker[Session],
                                             steps: list[tuple]) -> None:
     with sessions.begin() as session:
@@ -134,3 +144,29 @@ def test_without_its_row_the_guards_refuse_every_order(sessions: sessionmaker[Se
         session.execute(delete(RiskBook))
     with sessions() as session, pytest.raises(ledger.RiskBookMissing):
         ledger.risk_state(session, CLOSED_AT)
+
+
+@pytest.mark.parametrize("damage", ["UPDATE risk_book SET open_legs = 7", "DELETE FROM risk_book"])
+def test_a_damaged_book_is_found_and_rebuilt_from_the_orders(
+    sessions: sessionmaker[Session], redis_client: redis.Redis, database_url: str, damage: str
+) -> None:
+    """The execution service's minute check: a book that no longer matches the orders (edited by
+    hand, lost in a restore) is rebuilt from them, with a critical alert saying what it was."""
+    with sessions.begin() as session:
+        session.add_all(an_order(n, state=s)
+                        for n, s in enumerate(("FILLED", "SUBMITTED", "REJECTED")))
+    with sessions.begin() as session:
+        session.execute(text(damage))
+    execution = Execution(sessions, PaperBroker(sessions), OrderBudget(redis_client, 10, 400, 5000),
+                          Settings(database_url=database_url), SessionRules(),
+                          FaultPoints(frozenset(), 0))
+    relay = OutboxRelay(sessions, Publisher(redis_client, "execution"), "execution")
+    reconciler = Reconciler(execution, relay)
+    reconciler.check_risk_book()
+    with sessions() as session:
+        assert book(session) == open_legs(session) == (2, Decimal("2000.00"))
+        alert = session.scalars(select(AlertRecord)).one()
+    assert alert.code == "risk_book_rebuilt" and alert.level == "critical"
+    reconciler.check_risk_book()  # in step now: nothing more to say
+    with sessions() as session:
+        assert len(session.scalars(select(AlertRecord)).all()) == 1
