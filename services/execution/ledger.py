@@ -294,6 +294,12 @@ def _exposure() -> Any:
                                o.filled_qty, o.qty)
 
 
+def _open_leg_totals() -> tuple[Any, Any]:
+    """The number of open legs among the orders selected, and the capital in them."""
+    exposure = _exposure()
+    return func.count(exposure), func.coalesce(func.sum(exposure), 0)
+
+
 def _book_row() -> tuple[Any, Any]:
     """The book's two figures as scalar subqueries (NULL without its row)."""
     b = RiskBook.__table__.c
@@ -307,10 +313,9 @@ def _risk_picture() -> Select[Any]:
     halt, and the live orders on the legs being checked. Parameters: ``exclude`` (order ids),
     ``today``, ``gtt`` (an id), ``legs``."""
     o = Order.__table__.c
-    exposure = _exposure()
-    checked = select(
-        func.count(exposure).label("legs"), func.coalesce(func.sum(exposure), 0).label("deployed"),
-    ).where(o.id.in_(bindparam("exclude", expanding=True))).subquery()
+    legs, deployed = _open_leg_totals()
+    checked = select(legs.label("legs"), deployed.label("deployed")).where(
+        o.id.in_(bindparam("exclude", expanding=True))).subquery()
     book_legs, book_deployed = _book_row()
     realised = select(func.coalesce(func.sum(o.realised_pnl), 0)).where(
         o.leg_closed_at.is_not(None), o.leg_closed_at >= bindparam("today")).scalar_subquery()
@@ -330,8 +335,7 @@ def _risk_picture() -> Select[Any]:
 _RISK_PICTURE = _risk_picture()
 
 
-_RECOUNT = select(select(func.count(_exposure())).scalar_subquery(),
-                  select(func.coalesce(func.sum(_exposure()), 0)).scalar_subquery())
+_RECOUNT = select(*(select(total).scalar_subquery() for total in _open_leg_totals()))
 _BOOK_AND_RECOUNT = select(*_book_row(), *_RECOUNT.selected_columns)
 
 
@@ -376,8 +380,8 @@ def risk_state(
     }).one()
     n_legs, deployed_rupees, realised_rupees, n_gtts, halt_reason, live = row
     if n_legs is None:
-        raise RiskBookMissing("the risk_book row is missing: no order can be guarded until it is "
-                              "rebuilt (see migration 0004's backfill)")
+        raise RiskBookMissing("the risk_book row is missing: no order is guarded until the "
+                              "minute's check rebuilds it from the orders")
     loss = -Decimal(realised_rupees) if realised_rupees < 0 else Decimal(0)
     return RiskState(
         halted=halt_reason is not None,

@@ -82,7 +82,8 @@ class PaperBroker(BrokerInterface):
     def __init__(self, sessions: sessionmaker[Session], placements: Engine | None = None) -> None:
         """``placements`` (see :func:`placements_engine`) defaults to the pool of ``sessions``."""
         self.sessions = sessions
-        self._placements = placements or sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT")
+        self._placements = placements or sessions.kw["bind"].execution_options(
+            isolation_level="AUTOCOMMIT")
         self._lock = threading.Lock()
         self._active: dict[str, list[tuple[int, int, int | None]]] | None = None
         self._loaded_at = 0.0
@@ -116,7 +117,8 @@ class PaperBroker(BrokerInterface):
             with self._placements.connect() as conn:  # one statement, so its own transaction
                 placed = conn.execute(_SELL if request.side == "SELL" else _BUY, params).rowcount
                 if not placed:
-                    held = conn.execute(_HELD, {"exchange": request.exchange, "symbol": request.symbol}).scalar()
+                    where = {"exchange": request.exchange, "symbol": request.symbol}
+                    held = conn.execute(_HELD, where).scalar()
                     raise BrokerRejected(f"insufficient holdings of {request.symbol}: "
                                          f"{held or 0} < {request.qty}")
         except DBAPIError as exc:
