@@ -15,7 +15,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, func, select, text, tuple_, update
+from sqlalchemy import Integer, Select, String, Update, all_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -35,6 +35,7 @@ from shared.contracts import streams
 from shared.contracts.messages import Alert, AlertLevel, Payload
 from shared.domain.money import to_paise, to_rupees
 from shared.domain.risk import RiskState
+from shared.store.bulk import ColumnsInsert, any_of, array_param
 from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent, Order, RiskBook
 
 SOURCE = "execution"
@@ -89,7 +90,7 @@ def audit(session: Session, action: str, object_type: str, object_id: str, after
 
 def audit_all(session: Session, entries: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
     """Audit rows (action, object type, object id, after) by execution, in one statement."""
-    session.execute(_INSERT_AUDIT, [
+    _INSERT_AUDIT.execute(session, [
         {"actor": SOURCE, "action": action, "object_type": object_type, "object_id": object_id,
          "after": after} for action, object_type, object_id, after in entries])
 
@@ -106,7 +107,7 @@ def record_intents(session: Session, intents: Sequence[tuple[str, str, dict[str,
             for intent_id, kind, payload in intents}
     if not rows:
         return set()
-    return set(session.execute(_INSERT_INTENTS, list(rows.values())).scalars())
+    return set(_INSERT_INTENTS.execute(session, list(rows.values())).scalars())
 
 
 def insert_orders(session: Session, orders: Sequence[Order]) -> None:
@@ -115,8 +116,8 @@ def insert_orders(session: Session, orders: Sequence[Order]) -> None:
     new = [o for o in orders if o.id is None]
     if not new:
         return
-    ids: dict[str, int] = dict(session.execute(  # type: ignore[arg-type]
-        _INSERT_ORDERS, [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new]).all())
+    ids: dict[str, int] = dict(_INSERT_ORDERS.execute(  # type: ignore[arg-type]
+        session, [{key: getattr(o, key) for key in _ORDER_FIELDS} for o in new]).all())
     for order in new:
         order.id = ids[order.intent_id]
     audit_all(session, [("order.recorded", "order", o.intent_id, {"side": o.side, "qty": o.qty})
@@ -135,10 +136,10 @@ _ORDER_FIELDS = (
     "product", "ref_price", "adds_risk", "state", "filled_qty", "attempts", "reason", "history",
     "submitted_at",
 )
-_INSERT_INTENTS = (insert(Intent.__table__).on_conflict_do_nothing(index_elements=["intent_id"])
-                   .returning(Intent.__table__.c.intent_id))
-_INSERT_ORDERS = insert(Order.__table__).returning(Order.__table__.c.intent_id, Order.__table__.c.id)
-_INSERT_AUDIT = insert(AuditEntry.__table__)
+_INSERT_INTENTS = ColumnsInsert(Intent.__table__, ("intent_id", "type", "state", "payload"),
+                                skip_existing=("intent_id",), returning=("intent_id",))
+_INSERT_ORDERS = ColumnsInsert(Order.__table__, _ORDER_FIELDS, returning=("intent_id", "id"))
+_INSERT_AUDIT = ColumnsInsert(AuditEntry.__table__, ("actor", "action", "object_type", "object_id", "after"))
 _LOCK_RISK = select(func.pg_advisory_xact_lock(RISK_LOCK))
 _HOLD_HALTS = select(func.pg_advisory_xact_lock_shared(HALT_LOCK))
 _HALT_REASON = (select(HaltRecord.__table__.c.reason).where(HaltRecord.__table__.c.active.is_(True))
@@ -315,7 +316,7 @@ def _risk_picture() -> Select[Any]:
     o = Order.__table__.c
     legs, deployed = _open_leg_totals()
     checked = select(legs.label("legs"), deployed.label("deployed")).where(
-        o.id.in_(bindparam("exclude", expanding=True))).subquery()
+        any_of(o.id, "exclude")).subquery()
     book_legs, book_deployed = _book_row()
     realised = select(func.coalesce(func.sum(o.realised_pnl), 0)).where(
         o.leg_closed_at.is_not(None), o.leg_closed_at >= bindparam("today")).scalar_subquery()
@@ -323,10 +324,12 @@ def _risk_picture() -> Select[Any]:
     gtts = select(func.count()).where(
         g.state.in_([s.value for s in GTT_LIVE]), g.id != bindparam("gtt")).scalar_subquery()
     halt = _HALT_REASON.scalar_subquery()
-    live = select(func.array_agg(func.concat(o.ladder_id, ":", o.leg, ":", o.side))).where(
-        tuple_(o.ladder_id, o.leg, o.side).in_(bindparam("legs", expanding=True)),
+    leg_key = func.concat(o.ladder_id, ":", o.leg, ":", o.side)
+    live = select(func.array_agg(leg_key)).where(
+        any_of(o.ladder_id, "ladders", String()),  # by the ladder's index, then the exact leg
+        any_of(leg_key, "legs", String()),
         o.state.not_in([s.value for s in ORDER_TERMINAL]),
-        o.id.not_in(bindparam("exclude", expanding=True)),
+        o.id != all_(array_param("exclude", Integer())),
     ).scalar_subquery()
     return select(book_legs - checked.c.legs, book_deployed - checked.c.deployed,
                   realised, gtts, halt, live)
@@ -373,10 +376,11 @@ def risk_state(
     any order: the book holds what is committed, while the orders it subtracts are read as this
     transaction sees them. Without a book row it raises (the guards fail closed)."""
     row = session.execute(_RISK_PICTURE, {
-        "exclude": [o.id for o in checking if o.id is not None] or [-1],
+        "exclude": [o.id for o in checking if o.id is not None],
         "today": today_start,
         "gtt": exclude_gtt_id or -1,
-        "legs": sorted({(o.ladder_id, o.leg, o.side) for o in checking}) or [("", 0, "")],
+        "ladders": sorted({o.ladder_id for o in checking}),
+        "legs": sorted({f"{o.ladder_id}:{o.leg}:{o.side}" for o in checking}),
     }).one()
     n_legs, deployed_rupees, realised_rupees, n_gtts, halt_reason, live = row
     if n_legs is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import String, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
@@ -62,6 +62,7 @@ from shared.domain.risk import (
     count_order,
 )
 from shared.domain.session import SessionRules, ist_ordinal
+from shared.store.bulk import any_of
 from shared.store.models import Gtt, Instrument, Intent, Order
 
 log = logging.getLogger("ratchet.execution")
@@ -69,13 +70,12 @@ log = logging.getLogger("ratchet.execution")
 
 _INSTRUMENTS = select(
     Instrument.exchange, Instrument.tradingsymbol, Instrument.tick_size, Instrument.freeze_qty
-).where(tuple_(Instrument.exchange, Instrument.tradingsymbol).in_(bindparam("pairs", expanding=True)))
+).where(any_of(Instrument.tradingsymbol, "symbols", String()))  # the exchanges sorted out after
 
 
 _LOCK_SUBMITTED = (
     select(Order.__table__.c.id, Order.__table__.c.attempts)
-    .where(Order.__table__.c.id.in_(bindparam("ids", expanding=True)),
-           Order.__table__.c.state == OrderState.SUBMITTED.value)
+    .where(any_of(Order.__table__.c.id, "ids"), Order.__table__.c.state == OrderState.SUBMITTED.value)
     .order_by(Order.__table__.c.id).with_for_update()
 )
 
@@ -134,7 +134,7 @@ class Execution:
         missing = {(e, s) for e, s in pairs if f"{e}:{s}" not in self._instruments}
         if not missing:
             return
-        rows = session.execute(_INSTRUMENTS, {"pairs": sorted(missing)}).all()
+        rows = session.execute(_INSTRUMENTS, {"symbols": sorted({s for _, s in missing})}).all()
         found = {(r.exchange, r.tradingsymbol): r for r in rows}
         for exchange, symbol in missing:
             row = found.get((exchange, symbol))

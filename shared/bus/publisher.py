@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.contracts.messages import FIELD, Payload, encode
+from shared.store.bulk import any_of
 from shared.store.models import OutboxMessage
 
 log = logging.getLogger("ratchet.bus")
@@ -80,6 +81,10 @@ def stage(
     )
 
 
+_MARK_PUBLISHED = (update(OutboxMessage).where(any_of(OutboxMessage.id, "ids", BigInteger()))
+                   .values(published_at=bindparam("at")))
+
+
 class OutboxRelay:
     """Publishes committed outbox rows of one service, oldest first. With several replicas of a
     service, one relays at a time (a transaction-scoped advisory lock), so order is kept and a
@@ -124,10 +129,6 @@ class OutboxRelay:
             if not rows:
                 return 0
             self.publisher.publish_raw((r.stream, r.data.encode()) for r in rows)
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_([r.id for r in rows]))
-                .values(published_at=datetime.now(UTC))
-            )
+            session.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows], "at": datetime.now(UTC)})
             session.commit()
         return len(rows)
