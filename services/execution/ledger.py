@@ -35,7 +35,7 @@ from shared.contracts import streams
 from shared.contracts.messages import Alert, AlertLevel, Payload
 from shared.domain.money import to_paise, to_rupees
 from shared.domain.risk import RiskState
-from shared.store.bulk import ColumnsInsert, any_of, array_param
+from shared.store.bulk import ColumnsInsert, ColumnsUpdate, any_of, array_param
 from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent, Order, RiskBook
 
 SOURCE = "execution"
@@ -155,6 +155,12 @@ def _order_update(keys: tuple[str, ...]) -> Update:
             .values({key: bindparam(key) for key in keys}))
 
 
+@cache
+def _held_orders_update(keys: tuple[str, ...]) -> ColumnsUpdate:
+    """:func:`_order_update` for many orders in one statement, one per key set."""
+    return ColumnsUpdate(Order.__table__, {"order_id": "id", "expected": "state"}, keys)
+
+
 def move_order(
     session: Session, order: Order, event: OrderEvent, note: str = "", **values: Any
 ) -> bool:
@@ -211,7 +217,7 @@ class _QueuedUpdates:
 
     def send(self, session: Session) -> None:
         for columns, params in self.by_columns.items():
-            matched = session.execute(_order_update(columns), params).rowcount
+            matched = _held_orders_update(columns).execute(session, params)
             if matched != len(params):
                 raise HeldOrderMoved(f"{len(params) - matched} of {len(params)} held orders moved")
         self.by_columns.clear()
@@ -228,7 +234,7 @@ def send_queued_updates(session: Session) -> None:
 @contextmanager
 def held_orders_updated_together(session: Session) -> Iterator[None]:
     """Within, the order updates of :func:`update_order` are queued, then sent as one
-    executemany per set of columns, which psycopg pipelines (one round trip, not one each);
+    statement per set of columns (one round trip, not one each);
     a query of orders within calls :func:`send_queued_updates` first. Only for orders this
     transaction holds locked: no other worker can move them, so every update must match its
     row; the total row count checks it."""

@@ -5,19 +5,22 @@ text of the statement grows with the batch. psycopg then neither caches its pars
 it (over 4 kB or 50 parameters), and Postgres parses and plans it afresh each time: on the
 execution hot path that cost more than the rows themselves. Here each column travels as one
 array parameter and is unnested in SQL; a list of ids is one array compared with ``= ANY``.
+Values go to Postgres as given (no Python-side column defaults); JSON columns are serialised here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Table, any_, bindparam, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Result
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON, TypeEngine
+
+_DIALECT = postgresql.dialect()
 
 
 def any_of(
@@ -31,10 +34,24 @@ def array_param(name: str, item_type: TypeEngine[Any]) -> BindParameter[Any]:
     return bindparam(name, type_=ARRAY(item_type))
 
 
+class _ColumnArrays:
+    """One array parameter per named column of ``table`` (``param`` -> column)."""
+
+    def __init__(self, table: Table, params: Mapping[str, str]) -> None:
+        self.params = dict(params)
+        types = {p: table.c[c].type for p, c in self.params.items()}
+        self._json = frozenset(p for p, t in types.items() if isinstance(t, JSON))
+        self.unnest = "unnest({})".format(", ".join(
+            f"CAST(:{p} AS {t.compile(dialect=_DIALECT)}[])" for p, t in types.items()))
+
+    def values(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        return {p: [json.dumps(row[p]) for row in rows] if p in self._json
+                else [row[p] for row in rows] for p in self.params}
+
+
 class ColumnsInsert:
     """``INSERT INTO table (columns) SELECT * FROM unnest(<one array per column>)``, optionally
-    skipping rows whose key exists already and returning columns of the rows inserted. Values
-    go to Postgres as given (no Python-side column defaults); JSON columns are serialised here."""
+    skipping rows whose key exists already and returning columns of the rows inserted."""
 
     def __init__(
         self,
@@ -44,12 +61,8 @@ class ColumnsInsert:
         returning: Sequence[str] = (),
         skip_existing: Sequence[str] = (),
     ) -> None:
-        dialect = postgresql.dialect()
-        self.columns = tuple(columns)
-        self._json = frozenset(name for name in columns if isinstance(table.c[name].type, JSON))
-        arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])"
-                           for name in columns)
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        self._arrays = _ColumnArrays(table, {name: name for name in columns})
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM {self._arrays.unnest}"
         if skip_existing:
             sql += f" ON CONFLICT ({', '.join(skip_existing)}) DO NOTHING"
         if returning:
@@ -58,6 +71,28 @@ class ColumnsInsert:
 
     def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> Result[Any]:
         """Insert ``rows`` (each a mapping with every column) in one round trip."""
-        params = {name: [json.dumps(row[name]) for row in rows] if name in self._json
-                  else [row[name] for row in rows] for name in self.columns}
-        return session.execute(self.statement, params)
+        return session.execute(self.statement, self._arrays.values(rows))
+
+
+class ColumnsUpdate:
+    """``UPDATE table SET <columns> FROM unnest(...) WHERE <match>``: one statement for many rows,
+    each row found by its ``match`` values (``param`` -> column) and given its own values of
+    ``columns``; columns that change on every update (``onupdate`` in SQL) change too. A row
+    listed twice is updated once."""
+
+    def __init__(self, table: Table, match: Mapping[str, str], columns: Sequence[str]) -> None:
+        self._arrays = _ColumnArrays(table, {**match, **{name: name for name in columns}})
+        sets = [f"{name} = v.{name}" for name in columns]
+        sets += [f"{c.name} = {c.onupdate.arg.compile(dialect=_DIALECT)}"  # type: ignore[attr-defined]
+                 for c in table.c if c.onupdate is not None and c.name not in columns]
+        where = " AND ".join(f"{table.name}.{column} = v.{param}"
+                             for param, column in match.items())
+        self.statement = text(f"UPDATE {table.name} SET {', '.join(sets)} "
+                              f"FROM {self._arrays.unnest} AS v({', '.join(self._arrays.params)}) "
+                              f"WHERE {where}")
+
+    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Update ``rows`` (each a mapping with every parameter) in one round trip; the number
+        of rows matched."""
+        result = session.execute(self.statement, self._arrays.values(rows))
+        return cast(CursorResult[Any], result).rowcount
