@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import redis
-from sqlalchemy import BigInteger, bindparam, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import BigInteger, bindparam, event, func, select, update
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from shared.contracts.messages import FIELD, Payload, encode
-from shared.store.bulk import any_of
+from shared.store.bulk import ColumnsInsert, any_of
 from shared.store.models import OutboxMessage
 
 log = logging.getLogger("ratchet.bus")
@@ -59,6 +59,10 @@ class Publisher:
         pipe.execute()
 
 
+_STAGED = "ratchet.outbox.staged"  # session.info: this transaction's outbox rows, in order
+_INSERT_STAGED = ColumnsInsert(OutboxMessage.__table__, ("source", "stream", "msg_id", "data"))
+
+
 def stage(
     session: Session,
     stream: str,
@@ -70,15 +74,27 @@ def stage(
     origin: str | None = None,
 ) -> None:
     """Add a message to the outbox inside the caller's transaction. ``source`` is the service
-    whose relay publishes it; ``origin`` (default: the source) names the replica in the envelope."""
-    session.add(
-        OutboxMessage(
-            source=source,
-            stream=stream,
-            msg_id=msg_id,
-            data=encode(payload, msg_id=msg_id, ts_ms=ts_ms, source=origin or source).decode(),
-        )
-    )
+    whose relay publishes it; ``origin`` (default: the source) names the replica in the envelope.
+    The transaction's messages are inserted together as it commits, in the order staged (one
+    statement, rather than one ORM object each), and dropped if it rolls back."""
+    data = encode(payload, msg_id=msg_id, ts_ms=ts_ms, source=origin or source).decode()
+    if not session.in_transaction():
+        session.begin()  # so that its end, whichever way, is seen (no connection taken yet)
+    session.info.setdefault(_STAGED, []).append(
+        {"source": source, "stream": stream, "msg_id": msg_id, "data": data})
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_staged(session: Session) -> None:
+    staged = session.info.pop(_STAGED, None)
+    if staged:
+        _INSERT_STAGED.execute(session, staged)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_unsent(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost: committed (already inserted) or rolled back
+        session.info.pop(_STAGED, None)
 
 
 _MARK_PUBLISHED = (update(OutboxMessage).where(any_of(OutboxMessage.id, "ids", BigInteger()))

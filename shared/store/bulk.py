@@ -5,18 +5,20 @@ text of the statement grows with the batch. psycopg then neither caches its pars
 it (over 4 kB or 50 parameters), and Postgres parses and plans it afresh each time: on the
 execution hot path that cost more than the rows themselves. Here each column travels as one
 array parameter and is unnested in SQL; a list of ids is one array compared with ``= ANY``.
-Values go to Postgres as given (no Python-side column defaults); JSON columns are serialised here.
+The arrays are sent in binary: psycopg's text form of an array quotes every element in Python,
+7 ms for a hundred outbox messages, against 0.05 ms. Values go to Postgres as given (no
+Python-side column defaults); JSON columns are serialised here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Table, any_, bindparam, text
+from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON, TypeEngine
 
@@ -42,7 +44,7 @@ class _ColumnArrays:
         types = {p: table.c[c].type for p, c in self.params.items()}
         self._json = frozenset(p for p, t in types.items() if isinstance(t, JSON))
         self.unnest = "unnest({})".format(", ".join(
-            f"CAST(:{p} AS {t.compile(dialect=_DIALECT)}[])" for p, t in types.items()))
+            f"CAST(%({p})b AS {t.compile(dialect=_DIALECT)}[])" for p, t in types.items()))
 
     def values(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
         return {p: [json.dumps(row[p]) for row in rows] if p in self._json
@@ -67,11 +69,11 @@ class ColumnsInsert:
             sql += f" ON CONFLICT ({', '.join(skip_existing)}) DO NOTHING"
         if returning:
             sql += f" RETURNING {', '.join(returning)}"
-        self.statement = text(sql)
+        self.statement = sql
 
-    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> Result[Any]:
+    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> CursorResult[Any]:
         """Insert ``rows`` (each a mapping with every column) in one round trip."""
-        return session.execute(self.statement, self._arrays.values(rows))
+        return _execute(session, self.statement, self._arrays.values(rows))
 
 
 class ColumnsUpdate:
@@ -87,12 +89,19 @@ class ColumnsUpdate:
                  for c in table.c if c.onupdate is not None and c.name not in columns]
         where = " AND ".join(f"{table.name}.{column} = v.{param}"
                              for param, column in match.items())
-        self.statement = text(f"UPDATE {table.name} SET {', '.join(sets)} "
-                              f"FROM {self._arrays.unnest} AS v({', '.join(self._arrays.params)}) "
-                              f"WHERE {where}")
+        self.statement = (f"UPDATE {table.name} SET {', '.join(sets)} "
+                          f"FROM {self._arrays.unnest} AS v({', '.join(self._arrays.params)}) "
+                          f"WHERE {where}")
 
     def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
         """Update ``rows`` (each a mapping with every parameter) in one round trip; the number
         of rows matched."""
-        result = session.execute(self.statement, self._arrays.values(rows))
-        return cast(CursorResult[Any], result).rowcount
+        return _execute(session, self.statement, self._arrays.values(rows)).rowcount
+
+
+def _execute(session: Session, sql: str, params: dict[str, list[Any]]) -> CursorResult[Any]:
+    """Run psycopg-format ``sql`` (binary placeholders) in the session's transaction, flushing
+    pending objects first as ``session.execute`` would."""
+    if session.autoflush:
+        session.flush()
+    return session.connection().exec_driver_sql(sql, params)
