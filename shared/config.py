@@ -80,6 +80,10 @@ class ExecutionSettings(_Section):
     market_protection_pct: Percent = Decimal("2")
     intent_resend_s: float = Field(15, gt=0)
     reconcile_seconds: float = Field(60, gt=0)
+    # Postgres ends an execution transaction idle this long (a hung replica), and with it the
+    # halts lock it held, so a kill switch waits behind a hung replica at most this long; far
+    # above the longest broker call made inside one (Kite's timeout is 7 s).
+    stuck_transaction_s: float = Field(60, gt=0)
 
 
 class MarketdataSettings(_Section):

@@ -31,9 +31,13 @@ Worker = Callable[[threading.Event], None]
 
 
 class ServiceRuntime:
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(
+        self, name: str, settings: Settings, idle_in_transaction_s: float | None = None
+    ) -> None:
+        """``idle_in_transaction_s``: see :func:`shared.store.db.make_engine`."""
         self.name = name
         self.settings = settings
+        self._idle_in_transaction_s = idle_in_transaction_s
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._after_stop: list[Callable[[], None]] = []
@@ -56,7 +60,8 @@ class ServiceRuntime:
 
     def sessions(self) -> sessionmaker[Session]:
         if self._engine is None:
-            self._engine = make_engine(self.settings.require_database_url())
+            self._engine = make_engine(self.settings.require_database_url(),
+                                       idle_in_transaction_s=self._idle_in_transaction_s)
         return make_sessions(self._engine)
 
     def spawn(self, name: str, worker: Worker) -> None:

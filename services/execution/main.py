@@ -64,7 +64,8 @@ def intents_consumer(
 
 
 def main(settings: Settings) -> None:
-    runtime = ServiceRuntime(NAME, settings)
+    runtime = ServiceRuntime(NAME, settings,
+                             idle_in_transaction_s=settings.execution.stuck_transaction_s)
     runtime.install_signals()
     client = runtime.redis()
     sessions = runtime.sessions()

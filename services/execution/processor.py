@@ -379,7 +379,9 @@ class Execution:
         one written during the run waits until the run has committed. So no risk-adding order
         is sent after a halt is committed. A run never waits inside: when the order budget has
         no room, or the broker says too many requests, it ends, and the wait comes after its
-        commit; a halt therefore waits at most SEND_RUN_S and the one call under way."""
+        commit; a halt therefore waits at most SEND_RUN_S and the one call under way. Postgres
+        ends a transaction idle for ``stuck_transaction_s`` (a hung process), so a check older
+        than half that is not trusted: the run ends before its next call."""
         pause = 0.0
         with self.sessions.begin() as session:
             held = dict(session.execute(_LOCK_SUBMITTED, {"ids": ids}).all())
@@ -404,6 +406,9 @@ class Execution:
                 if pause > 0:
                     reached = n
                     break
+                if time.monotonic() - started > self.settings.execution.stuck_transaction_s / 2:
+                    reached = n  # stalled since the check: Postgres may have ended the run's
+                    break        # transaction (and lock), so a halt may be in: look again
                 outcome = self._send(order)
                 if isinstance(outcome, BrokerRateLimited):  # nothing was placed: send it later
                     reached, pause = n, RATE_LIMITED_PAUSE_S

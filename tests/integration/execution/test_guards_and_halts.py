@@ -10,9 +10,12 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+import redis
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.execution import ledger
 from services.execution.brokers.base import BrokerUnavailable
 from services.execution.brokers.paper import PaperBroker
 from services.execution.budget import OrderBudget
@@ -24,6 +27,7 @@ from shared.bus.publisher import OutboxRelay, Publisher
 from shared.config import Settings
 from shared.contracts.messages import ExitLeg, ModifyGtt, OrderRejected, PlaceGtt, PlaceOrder, decode
 from shared.domain.session import ms_from_ist
+from shared.store.db import make_engine, make_sessions
 from shared.store.models import AuditEntry, Gtt, HaltRecord, Instrument, Order, OutboxMessage, PaperGtt, PaperOrder
 
 TS = ms_from_ist(datetime(2026, 11, 24, 10, 0))
@@ -83,6 +87,14 @@ def assert_refused(sessions: sessionmaker[Session], intent: PlaceOrder, guard: s
     assert any(isinstance(e, OrderRejected) and e.intent_id == intent.intent_id and e.guard == guard for e in events)
     assert audited.after["guard"] == guard
     assert at_broker == 0
+
+
+def halt_is_waiting(sessions: sessionmaker[Session]) -> bool:
+    """A write turning a halt on is waiting for the halts lock (held by a run of broker calls)."""
+    with sessions() as session:
+        return bool(session.scalar(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND objid = :key AND mode = 'ExclusiveLock'"), {"key": ledger.HALT_LOCK}))
 
 
 @pytest.fixture
@@ -267,11 +279,8 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
     no risk-adding order reaches the broker after a halt is committed); the batch's next run
     sees it, and none of its remaining entries goes out."""
     import threading
-    import time
 
-    from sqlalchemy import text
-
-    from services.execution import ledger, processor
+    from services.execution import processor
     from services.execution.brokers.base import BrokerOrder, OrderRequest
 
     monkeypatch.setattr(processor, "SEND_RUN_S", 0.0)  # one call a run: this batch is two runs
@@ -283,12 +292,6 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
             ledger.halt(session, "kill_switch", "thrown mid-batch", "test")
         committed.set()
 
-    def halt_is_waiting() -> bool:
-        with sessions() as session:
-            return bool(session.scalar(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND objid = :key AND mode = 'ExclusiveLock'"), {"key": ledger.HALT_LOCK}))
-
     class HaltsDuringFirst(PaperBroker):
         thrown = False
 
@@ -298,9 +301,9 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
                 self.thrown = True
                 threading.Thread(target=throw, daemon=True).start()
                 deadline = time.monotonic() + 30
-                while not halt_is_waiting() and time.monotonic() < deadline:
+                while not halt_is_waiting(sessions) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                assert halt_is_waiting() and not committed.is_set()  # held back by this run
+                assert halt_is_waiting(sessions) and not committed.is_set()  # held back by this run
             return placed
 
     execution = build(*servers, broker=HaltsDuringFirst(sessions))
@@ -337,3 +340,78 @@ def test_a_halt_never_waits_for_the_order_budget(servers) -> None:  # noqa: ANN0
     assert "halted (while waiting)" in (order_of(sessions, second.intent_id).reason or "")
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(PaperOrder)) == 1
+
+
+def test_a_hung_replica_holds_a_halt_back_only_until_postgres_ends_its_transaction(
+    sessions: sessionmaker[Session], database_url: str
+) -> None:
+    """A replica that hangs inside a run of broker calls, holding the halts lock, holds a kill
+    switch back only until Postgres ends its idle transaction (``stuck_transaction_s``, here
+    1 s): the halt then commits, and the hung session can change nothing more."""
+    import threading
+
+    hung_engine = make_engine(database_url, idle_in_transaction_s=1)
+    hung = make_sessions(hung_engine)()
+    committed = threading.Event()
+
+    def throw() -> None:
+        with sessions.begin() as session:
+            ledger.halt(session, "kill_switch", "thrown while a replica hangs", "test")
+        committed.set()
+
+    try:
+        ledger.hold_halts(hung)  # a run's lock taken, then the process hangs
+        threading.Thread(target=throw, daemon=True).start()
+        assert committed.wait(30)
+        with sessions() as session:
+            assert ledger.halt_reason(session) == "thrown while a replica hangs"
+        with pytest.raises(DBAPIError):
+            hung.execute(text("SELECT 1"))
+    finally:
+        hung.close()
+        hung_engine.dispose()
+
+
+def test_a_run_stalled_past_its_halt_check_sends_nothing(
+    sessions: sessionmaker[Session], redis_client: redis.Redis, redis_url: str, database_url: str
+) -> None:
+    """A process that stalls between its halt check and a broker call for longer than
+    ``stuck_transaction_s`` may have lost its transaction, and with it the halts lock, to
+    Postgres, and a halt may have committed since: it sends nothing, and the order, found
+    unsent by the reconciler, is refused for the halt."""
+    import threading
+
+    engine = make_engine(database_url, idle_in_transaction_s=1)
+    stalled_sessions = make_sessions(engine)
+    halted = threading.Event()
+
+    def throw() -> None:
+        with stalled_sessions.begin() as session:
+            ledger.halt(session, "kill_switch", "thrown while a replica stalls", "test")
+        halted.set()
+
+    class StallingBudget(OrderBudget):
+        stalled = False
+
+        def try_acquire(self) -> float:
+            if not self.stalled:  # the stall: Postgres ends the idle run, the halt commits
+                self.stalled = True
+                threading.Thread(target=throw, daemon=True).start()
+                assert halted.wait(30)
+            return super().try_acquire()
+
+    try:
+        execution = build(stalled_sessions, redis_client, redis_url, database_url,
+                          execution={"stuck_transaction_s": 1, "unknown_settle_s": 0})
+        execution.budget = StallingBudget(redis_client, 1000, 10_000, 100_000)
+        intent = entry(1)
+        with pytest.raises(DBAPIError):  # the run's transaction is gone
+            execution.place_orders([intent])
+        relay = OutboxRelay(stalled_sessions, Publisher(redis_client, "x"), "execution")
+        Reconciler(execution, relay).run_once()
+        refused = order_of(sessions, intent.intent_id)  # (the fixture emptied the tables)
+        assert refused.state == OrderState.REJECTED and "halted" in (refused.reason or "")
+        with sessions() as session:
+            assert session.scalar(select(func.count()).select_from(PaperOrder)) == 0
+    finally:
+        engine.dispose()
