@@ -14,13 +14,14 @@ import time
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
-from sqlalchemy import BigInteger, bindparam, event, func, select, update
+from sqlalchemy import bindparam, event, func, select, update
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from shared.contracts.messages import FIELD, Payload, encode
-from shared.store.bulk import ColumnsInsert, any_of
+from shared.store.bulk import ColumnsInsert
 from shared.store.models import OutboxMessage
 
 log = logging.getLogger("ratchet.bus")
@@ -97,8 +98,21 @@ def _drop_unsent(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_STAGED, None)
 
 
-_MARK_PUBLISHED = (update(OutboxMessage).where(any_of(OutboxMessage.id, "ids", BigInteger()))
-                   .values(published_at=bindparam("at")))
+PAGE = 500  # outbox rows published a round
+
+
+def _take_unpublished() -> Any:
+    """Mark the oldest unpublished rows of ``relay_source`` (at most ``limit``) and return
+    them: one statement; the caller publishes them before it commits, or rolls the marks back."""
+    o = OutboxMessage.__table__.c
+    oldest = (select(o.id)
+              .where(o.published_at.is_(None), o.source == bindparam("relay_source"))
+              .order_by(o.id).limit(bindparam("limit")))
+    return (update(OutboxMessage.__table__).where(o.id.in_(oldest.scalar_subquery()))
+            .values(published_at=bindparam("at")).returning(o.id, o.stream, o.data))
+
+
+_TAKE_UNPUBLISHED = _take_unpublished()
 
 
 class OutboxRelay:
@@ -125,26 +139,21 @@ class OutboxRelay:
             self._nudged.wait(every_s)
             self._nudged.clear()
             try:
-                while self.flush() and not stop.is_set():
+                while self.flush() == PAGE and not stop.is_set():
                     pass  # a full page: there may be more
             except Exception:
                 log.exception("outbox flush failed", extra={"source": self.source})
                 stop.wait(every_s)
 
-    def flush(self, limit: int = 500) -> int:
+    def flush(self, limit: int = PAGE) -> int:
+        """Publish up to ``limit`` committed rows, oldest first; how many were published."""
         with self.sessions() as session:
             if not session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key))):
                 return 0  # another replica is relaying right now
-            rows = session.execute(
-                select(OutboxMessage.id, OutboxMessage.stream, OutboxMessage.data)
-                .where(OutboxMessage.published_at.is_(None))
-                .where(OutboxMessage.source == self.source)
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-            ).all()
+            rows = sorted(session.execute(_TAKE_UNPUBLISHED, {
+                "relay_source": self.source, "limit": limit, "at": datetime.now(UTC)}).all())
             if not rows:
                 return 0
             self.publisher.publish_raw((r.stream, r.data.encode()) for r in rows)
-            session.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows], "at": datetime.now(UTC)})
             session.commit()
         return len(rows)
