@@ -61,13 +61,16 @@ def _intent(n: int, ts_ms: int) -> PlaceOrder:
                       symbol=f"B{n:05d}", ladder_id=ladder, leg=1, ts_ms=ts_ms, qty=1, ref_price=10_000)
 
 
-def publish(redis_url: str, rate: int, start_at: float, sent: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """The strategy's side: ``rate`` intents a second for SECONDS from ``start_at`` (monotonic)."""
+def publish(redis_url: str, rate: int, sent: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The strategy's side: ``rate`` intents a second for SECONDS, on a schedule that starts
+    once they are built and Redis is connected (a late start would offer a burst instead)."""
     client = redis.Redis.from_url(redis_url)
+    client.ping()
     publisher = Publisher(client, "bench")
     ts_ms = ms_from_ist(datetime(2026, 11, 24, 10, 0))
     intents = [_intent(n, ts_ms) for n in range(rate * SECONDS)]
     stamps: dict[str, float] = {}
+    start_at = time.monotonic() + 0.1
     for n, intent in enumerate(intents):
         due = start_at + n / rate
         while (now := time.monotonic()) < due:
@@ -124,7 +127,7 @@ def measure(replicas: int, rate: int = RATE) -> tuple[float, float, float]:
         for ready in readies:
             if not ready.wait(60):
                 raise RuntimeError("an execution replica did not start")
-        producer = context.Process(target=publish, args=(redis_url, rate, time.monotonic() + 1.0, sent))
+        producer = context.Process(target=publish, args=(redis_url, rate, sent))
         producer.start()
         stamps: dict[str, float] = sent.get(timeout=SECONDS + 60)
         producer.join(10)
