@@ -15,7 +15,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, Select, String, Update, all_, bindparam, func, select, text, update
+from sqlalchemy import Select, String, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -35,7 +35,7 @@ from shared.contracts import streams
 from shared.contracts.messages import Alert, AlertLevel, Payload
 from shared.domain.money import to_paise, to_rupees
 from shared.domain.risk import RiskState
-from shared.store.bulk import ColumnsInsert, ColumnsUpdate, any_of, array_param
+from shared.store.bulk import ColumnsInsert, ColumnsUpdate, any_of, none_of
 from shared.store.models import AlertRecord, AuditEntry, Gtt, HaltRecord, Intent, Order, RiskBook
 
 SOURCE = "execution"
@@ -139,7 +139,8 @@ _ORDER_FIELDS = (
 _INSERT_INTENTS = ColumnsInsert(Intent.__table__, ("intent_id", "type", "state", "payload"),
                                 skip_existing=("intent_id",), returning=("intent_id",))
 _INSERT_ORDERS = ColumnsInsert(Order.__table__, _ORDER_FIELDS, returning=("intent_id", "id"))
-_INSERT_AUDIT = ColumnsInsert(AuditEntry.__table__, ("actor", "action", "object_type", "object_id", "after"))
+_INSERT_AUDIT = ColumnsInsert(AuditEntry.__table__,
+                              ("actor", "action", "object_type", "object_id", "after"))
 _LOCK_RISK = select(func.pg_advisory_xact_lock(RISK_LOCK))
 _HOLD_HALTS = select(func.pg_advisory_xact_lock_shared(HALT_LOCK))
 _HALT_REASON = (select(HaltRecord.__table__.c.reason).where(HaltRecord.__table__.c.active.is_(True))
@@ -147,17 +148,9 @@ _HALT_REASON = (select(HaltRecord.__table__.c.reason).where(HaltRecord.__table__
 
 
 @cache
-def _order_update(keys: tuple[str, ...]) -> Update:
-    """``UPDATE orders SET <keys> WHERE id = :order_id AND state = :expected``, one per key set."""
-    table = Order.__table__
-    return (update(table)
-            .where(table.c.id == bindparam("order_id"), table.c.state == bindparam("expected"))
-            .values({key: bindparam(key) for key in keys}))
-
-
-@cache
-def _held_orders_update(keys: tuple[str, ...]) -> ColumnsUpdate:
-    """:func:`_order_update` for many orders in one statement, one per key set."""
+def _order_update(keys: tuple[str, ...]) -> ColumnsUpdate:
+    """``UPDATE orders SET <keys> WHERE id = order_id AND state = expected`` for one order or
+    many in one statement, one per key set."""
     return ColumnsUpdate(Order.__table__, {"order_id": "id", "expected": "state"}, keys)
 
 
@@ -187,7 +180,7 @@ def update_order(session: Session, order: Order, **values: Any) -> bool:
     queued: _QueuedUpdates | None = session.info.get(_QUEUED_UPDATES)
     if queued is not None:
         queued.add(session, tuple(sorted(values)), params)
-    elif not session.execute(_order_update(tuple(sorted(values))), params).rowcount:
+    elif not _order_update(tuple(sorted(values))).execute(session, [params]):
         return False
     for key, value in values.items():
         set_committed_value(order, key, value)
@@ -217,7 +210,7 @@ class _QueuedUpdates:
 
     def send(self, session: Session) -> None:
         for columns, params in self.by_columns.items():
-            matched = _held_orders_update(columns).execute(session, params)
+            matched = _order_update(columns).execute(session, params)
             if matched != len(params):
                 raise HeldOrderMoved(f"{len(params) - matched} of {len(params)} held orders moved")
         self.by_columns.clear()
@@ -318,7 +311,7 @@ def _risk_picture() -> Select[Any]:
     """The guards' picture in one statement (built once): open legs and the capital in them
     (the risk book, less the orders being checked), today's realised PnL, live GTTs, the active
     halt, and the live orders on the legs being checked. Parameters: ``exclude`` (order ids),
-    ``today``, ``gtt`` (an id), ``legs``."""
+    ``today``, ``gtt`` (an id), ``ladders`` and ``legs`` (``ladder:leg:side`` keys)."""
     o = Order.__table__.c
     legs, deployed = _open_leg_totals()
     checked = select(legs.label("legs"), deployed.label("deployed")).where(
@@ -335,7 +328,7 @@ def _risk_picture() -> Select[Any]:
         any_of(o.ladder_id, "ladders", String()),  # by the ladder's index, then the exact leg
         any_of(leg_key, "legs", String()),
         o.state.not_in([s.value for s in ORDER_TERMINAL]),
-        o.id != all_(array_param("exclude", Integer())),
+        none_of(o.id, "exclude"),
     ).scalar_subquery()
     return select(book_legs - checked.c.legs, book_deployed - checked.c.deployed,
                   realised, gtts, halt, live)

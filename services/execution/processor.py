@@ -75,7 +75,8 @@ _INSTRUMENTS = select(
 
 _LOCK_SUBMITTED = (
     select(Order.__table__.c.id, Order.__table__.c.attempts)
-    .where(any_of(Order.__table__.c.id, "ids"), Order.__table__.c.state == OrderState.SUBMITTED.value)
+    .where(any_of(Order.__table__.c.id, "ids"),
+           Order.__table__.c.state == OrderState.SUBMITTED.value)
     .order_by(Order.__table__.c.id).with_for_update()
 )
 

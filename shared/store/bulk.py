@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Table, any_, bindparam
+from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Table, all_, any_, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -29,11 +29,18 @@ def any_of(
     column: ColumnElement[Any], name: str, item_type: TypeEngine[Any] | None = None
 ) -> ColumnElement[bool]:
     """``column = ANY(:name)``: ``name`` is given as one list, however long."""
-    return column == any_(array_param(name, item_type or Integer()))
+    return column == any_(_array_param(name, item_type))
 
 
-def array_param(name: str, item_type: TypeEngine[Any]) -> BindParameter[Any]:
-    return bindparam(name, type_=ARRAY(item_type))
+def none_of(
+    column: ColumnElement[Any], name: str, item_type: TypeEngine[Any] | None = None
+) -> ColumnElement[bool]:
+    """``column <> ALL(:name)`` (true for an empty list)."""
+    return column != all_(_array_param(name, item_type))
+
+
+def _array_param(name: str, item_type: TypeEngine[Any] | None) -> BindParameter[Any]:
+    return bindparam(name, type_=ARRAY(item_type or Integer()))
 
 
 class _ColumnArrays:

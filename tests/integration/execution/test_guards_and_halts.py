@@ -5,6 +5,7 @@ and stays on across a restart."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 from decimal import Decimal
@@ -95,6 +96,20 @@ def halt_is_waiting(sessions: sessionmaker[Session]) -> bool:
         return bool(session.scalar(text(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             " AND objid = :key AND mode = 'ExclusiveLock'"), {"key": ledger.HALT_LOCK}))
+
+
+def throw_halt(sessions: sessionmaker[Session], reason: str) -> threading.Event:
+    """Turn the kill switch on from a thread of its own (the write may wait for the halts
+    lock); the event is set once the halt has committed."""
+    committed = threading.Event()
+
+    def throw() -> None:
+        with sessions.begin() as session:
+            ledger.halt(session, "kill_switch", reason, "test")
+        committed.set()
+
+    threading.Thread(target=throw, daemon=True).start()
+    return committed
 
 
 @pytest.fixture
@@ -278,38 +293,30 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
     """A halt written while broker calls are in flight waits until their run has committed (so
     no risk-adding order reaches the broker after a halt is committed); the batch's next run
     sees it, and none of its remaining entries goes out."""
-    import threading
-
     from services.execution import processor
     from services.execution.brokers.base import BrokerOrder, OrderRequest
 
     monkeypatch.setattr(processor, "SEND_RUN_S", 0.0)  # one call a run: this batch is two runs
     sessions = servers[0]
-    committed = threading.Event()
-
-    def throw() -> None:
-        with sessions.begin() as session:
-            ledger.halt(session, "kill_switch", "thrown mid-batch", "test")
-        committed.set()
 
     class HaltsDuringFirst(PaperBroker):
-        thrown = False
+        committed: threading.Event | None = None
 
         def place_order(self, request: OrderRequest) -> BrokerOrder:
             placed = super().place_order(request)
-            if not self.thrown:
-                self.thrown = True
-                threading.Thread(target=throw, daemon=True).start()
+            if self.committed is None:
+                self.committed = committed = throw_halt(sessions, "thrown mid-batch")
                 deadline = time.monotonic() + 30
                 while not halt_is_waiting(sessions) and time.monotonic() < deadline:
                     time.sleep(0.01)
                 assert halt_is_waiting(sessions) and not committed.is_set()  # held back by this run
             return placed
 
-    execution = build(*servers, broker=HaltsDuringFirst(sessions))
+    broker = HaltsDuringFirst(sessions)
+    execution = build(*servers, broker=broker)
     first, second = entry(1), entry(2, symbol="TCS")
     execution.place_orders([first, second])
-    assert committed.wait(30)
+    assert broker.committed is not None and broker.committed.wait(30)
     assert order_of(sessions, first.intent_id).state == OrderState.FILLED
     refused = order_of(sessions, second.intent_id)
     assert refused.state == OrderState.REJECTED and "halted (thrown mid-batch)" in refused.reason
@@ -319,8 +326,6 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypat
 def test_a_halt_never_waits_for_the_order_budget(servers) -> None:  # noqa: ANN001
     """A run of broker calls ends when the budget has no room and waits outside it, so a halt
     thrown meanwhile commits at once, and the order still waiting for room never goes out."""
-    import threading
-
     sessions, redis_client = servers[0], servers[1]
     execution = build(*servers)
     execution.budget = OrderBudget(redis_client, 1, 400, 5000)  # one order a second
@@ -348,21 +353,11 @@ def test_a_hung_replica_holds_a_halt_back_only_until_postgres_ends_its_transacti
     """A replica that hangs inside a run of broker calls, holding the halts lock, holds a kill
     switch back only until Postgres ends its idle transaction (``stuck_transaction_s``, here
     1 s): the halt then commits, and the hung session can change nothing more."""
-    import threading
-
     hung_engine = make_engine(database_url, idle_in_transaction_s=1)
     hung = make_sessions(hung_engine)()
-    committed = threading.Event()
-
-    def throw() -> None:
-        with sessions.begin() as session:
-            ledger.halt(session, "kill_switch", "thrown while a replica hangs", "test")
-        committed.set()
-
     try:
         ledger.hold_halts(hung)  # a run's lock taken, then the process hangs
-        threading.Thread(target=throw, daemon=True).start()
-        assert committed.wait(30)
+        assert throw_halt(sessions, "thrown while a replica hangs").wait(30)
         with sessions() as session:
             assert ledger.halt_reason(session) == "thrown while a replica hangs"
         with pytest.raises(DBAPIError):
@@ -379,16 +374,8 @@ def test_a_run_stalled_past_its_halt_check_sends_nothing(
     ``stuck_transaction_s`` may have lost its transaction, and with it the halts lock, to
     Postgres, and a halt may have committed since: it sends nothing, and the order, found
     unsent by the reconciler, is refused for the halt."""
-    import threading
-
     engine = make_engine(database_url, idle_in_transaction_s=1)
     stalled_sessions = make_sessions(engine)
-    halted = threading.Event()
-
-    def throw() -> None:
-        with stalled_sessions.begin() as session:
-            ledger.halt(session, "kill_switch", "thrown while a replica stalls", "test")
-        halted.set()
 
     class StallingBudget(OrderBudget):
         stalled = False
@@ -396,8 +383,7 @@ def test_a_run_stalled_past_its_halt_check_sends_nothing(
         def try_acquire(self) -> float:
             if not self.stalled:  # the stall: Postgres ends the idle run, the halt commits
                 self.stalled = True
-                threading.Thread(target=throw, daemon=True).start()
-                assert halted.wait(30)
+                assert throw_halt(stalled_sessions, "thrown while a replica stalls").wait(30)
             return super().try_acquire()
 
     try:
