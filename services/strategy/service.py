@@ -189,9 +189,12 @@ class StrategyService:
                 self.on_control(payload)
 
     def on_ticks(self, payload: Ticks) -> None:
+        """Ticks of a symbol this replica does not own are dropped: a batch read before its shard
+        moved away must not load the symbol back (and trail, and save, over the new owner's)."""
         engine = self.engine
         for tick in payload.ticks:
-            if tick.symbol not in self.engine_symbols and not self.known(tick.symbol):
+            if tick.symbol not in self.engine_symbols \
+                    and not (self.owns(tick.symbol) and self.known(tick.symbol)):
                 continue
             decisions = engine.on_tick(tick.symbol, tick.ts_ms, tick.price)
             ladder = engine.active_ladder(tick.symbol)

@@ -104,6 +104,9 @@ class StreamConsumer:
         return handled
 
     def _read(self, start_id: str, block: int | None = None) -> list[tuple[str, list]]:
+        if not self.streams:  # none assigned yet: a strategy replica waiting for its shards
+            time.sleep((block or 0) / 1000)
+            return []
         resp = self.client.xreadgroup(
             self.group,
             self.consumer,

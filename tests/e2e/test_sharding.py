@@ -9,10 +9,10 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.strategy.shards import SHARD_MAP
+from services.strategy.shards import read_claims
 from shared.contracts import streams
-from shared.contracts.messages import FIELD, decode
-from shared.store.models import Instrument
+from shared.contracts.messages import decode
+from shared.store.models import Instrument, OutboxMessage
 from tests.conftest import private_dir
 from tests.e2e.harness import (
     ServiceProcesses,
@@ -27,18 +27,23 @@ pytestmark = pytest.mark.e2e
 SHARDS = 4
 
 
-def shard_map(client: redis.Redis) -> dict[str, set[int]]:
-    return {k.decode(): {int(n) for n in v.decode().split(",") if n}
-            for k, v in client.hgetall(SHARD_MAP).items()}
-
-
-def intent_sources(client: redis.Redis, after: str = "-") -> dict[str, set[str]]:
-    """symbol -> the replicas that sent intents for it (from the envelopes' source)."""
+def intent_sources(sessions: sessionmaker[Session], after: int = 0) -> dict[str, set[str]]:
+    """symbol -> the replicas that decided intents for it (from the envelopes' source), among the
+    outbox rows after id ``after``. The outbox, not the stream: a replica's rows are relayed by
+    whichever replica holds the relay lock, so the stream's order is publication order, while the
+    outbox ids follow the transactions that decided them."""
     out: dict[str, set[str]] = {}
-    for _id, fields in client.xrange(streams.INTENTS, min=after):
-        envelope = decode(fields[FIELD])
-        out.setdefault(envelope.payload.symbol, set()).add(envelope.source)  # type: ignore[attr-defined]
+    with sessions() as session:
+        rows = session.scalars(select(OutboxMessage.data).where(
+            OutboxMessage.stream == streams.INTENTS, OutboxMessage.id > after))
+        for data in rows:
+            envelope = decode(data.encode())
+            out.setdefault(envelope.payload.symbol, set()).add(envelope.source)  # type: ignore[attr-defined]
     return out
+
+
+def newest_outbox_id(sessions: sessionmaker[Session]) -> int:
+    return scalar(sessions, "SELECT coalesce(max(id), 0) FROM outbox")
 
 
 def test_shards_split_between_replicas_and_taken_over_when_one_dies(
@@ -56,32 +61,34 @@ def test_shards_split_between_replicas_and_taken_over_when_one_dies(
         system.start("strategy", "strategy-1", RATCHET_REPLICA="1")
 
         def split() -> bool:
-            owned = shard_map(redis_client)
+            owned = read_claims(redis_client)
             return set(owned) == {"0", "1"} and owned["0"].isdisjoint(owned["1"]) \
                 and owned["0"] | owned["1"] == set(range(SHARDS))
 
         wait_for(split, 120, "both replicas owning disjoint shards")
         # Until the second replica joined, the first owned every shard: judge what came after.
-        newest = redis_client.xrevrange(streams.INTENTS, count=1)
-        split_at = f"({newest[0][0].decode()}" if newest else "-"
+        # An outbox id is taken when a row is inserted, so rows after this one were decided after
+        # both replicas had announced the split (the first announces only once it let go).
+        split_at = newest_outbox_id(sessions)
         wait_for(lambda: scalar(sessions, "SELECT count(*) FROM orders") >= 10, 180, "orders")
-        owned = shard_map(redis_client)
+        owned = read_claims(redis_client)
         with sessions() as session:
             tokens = dict(session.execute(select(Instrument.tradingsymbol, Instrument.token)).all())
         owner_of = {s: next(r for r, sh in owned.items() if streams.tick_shard(t, SHARDS) in sh)
                     for s, t in tokens.items()}
-        for symbol, sources in intent_sources(redis_client, split_at).items():
+        for symbol, sources in intent_sources(sessions, split_at).items():
             assert sources == {f"strategy-{owner_of[symbol]}"}, (symbol, sources)
 
         system.procs["strategy-1"].kill()
         system.procs["strategy-1"].wait()
-        # Read only once it is dead: an intent it sent just before dying is not a takeover's.
-        last_id = redis_client.xrevrange(streams.INTENTS, count=1)[0][0].decode()
-        wait_for(lambda: shard_map(redis_client).get("0") == set(range(SHARDS)), 60, "the takeover")
+        # Read only once it is dead: an intent it decided just before dying is not a takeover's.
+        last_id = newest_outbox_id(sessions)
+        wait_for(lambda: read_claims(redis_client).get("0") == set(range(SHARDS)), 60,
+                 "the takeover")
         orphaned = {s for s, r in owner_of.items() if r == "1"}
-        wait_for(lambda: any(s in orphaned for s in intent_sources(redis_client, f"({last_id}")), 120,
+        wait_for(lambda: any(s in orphaned for s in intent_sources(sessions, last_id)), 120,
                  "intents for a taken-over symbol")
-        after = intent_sources(redis_client, f"({last_id}")
+        after = intent_sources(sessions, last_id)
         assert all(sources <= {"strategy-0"} for sources in after.values()), after
         system.stop("marketdata")
         wait_for(lambda: settled(sessions), 120, "every intent settled")

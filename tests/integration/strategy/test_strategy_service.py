@@ -94,3 +94,28 @@ def test_settings_change_applies_at_run_time_and_a_bad_one_is_refused(sessions) 
     assert svc.engine.params.ema_periods == (9, 21, 50, 200)  # EMA periods cannot change live
     assert svc.engine.params.p1_stop_s == 25_000  # out of (0, 50]: refused
     assert svc.settings.capital_per_position == 6000
+
+
+def test_ticks_read_before_a_shard_moved_away_do_not_load_its_symbol_back(sessions) -> None:
+    svc = service(sessions)
+    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
+    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
+    svc.engine.restore_ladder(ladder)
+    svc.on_exec_event(OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
+                                  ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY,
+                                  qty=2, price=150_000))
+    svc.flush()
+    with sessions() as session:
+        stop_at_handover = session.get(Trade, f"{LADDER}:1").stop_loss
+    svc.owns = lambda symbol: symbol != "INFY"  # its shard moved to another replica
+    svc.forget(["INFY"])
+    published = len(intents(sessions))
+
+    # the rest of a batch this replica read before the move: a new high that would raise the stop
+    svc.on_ticks(Ticks(ticks=[Tick(token=1, symbol="INFY", ts_ms=T0 + 1000, price=160_000)]))
+    svc.flush_dirty()
+
+    assert "INFY" not in svc.engine_symbols and svc.engine.active_ladder("INFY") is None
+    with sessions() as session:
+        assert session.get(Trade, f"{LADDER}:1").stop_loss == stop_at_handover
+    assert len(intents(sessions)) == published
