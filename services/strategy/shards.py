@@ -101,9 +101,9 @@ class ShardOwner:
             held = _held_by_others(claims, me, live)
             # the second part: shards taken over while this replica was paused past its TTL
             lost = (self.owned - target) | (self.owned & held)
-            if lost:
-                self.service.forget([s for n in sorted(lost) for s in self.symbols_of_shard(n)])
+            if lost:  # not ours first, so no tick in hand loads a symbol back once forgotten
                 self.owned -= lost
+                self.service.forget([s for n in sorted(lost) for s in self.symbols_of_shard(n)])
             wanted = target - self.owned - held
             gained = self._claim(wanted, live) if wanted else set()
             if not gained and claims.get(me) != self.owned:
