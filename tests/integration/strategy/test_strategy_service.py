@@ -18,6 +18,9 @@ from shared.store.models import OutboxMessage, Trade
 
 T0 = ms_from_ist(datetime(2026, 11, 24, 10, 0))
 LADDER = "NSE:INFY:202611240945"
+FILL = OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
+                   ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY, qty=2,
+                   price=150_000)  # the entry of leg 1 of the ladder restore_pending_leg gives
 
 
 def service(sessions: sessionmaker[Session]) -> StrategyService:
@@ -28,6 +31,13 @@ def service(sessions: sessionmaker[Session]) -> StrategyService:
     return svc
 
 
+def restore_pending_leg(svc: StrategyService) -> None:
+    """A ladder whose first leg was sent and awaits its fill."""
+    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
+    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
+    svc.engine.restore_ladder(ladder)
+
+
 def intents(sessions: sessionmaker[Session]) -> list:
     with sessions() as session:
         return [decode(r.data).payload for r in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
@@ -35,14 +45,9 @@ def intents(sessions: sessionmaker[Session]) -> list:
 
 def test_fill_twice_gives_one_protective_gtt_and_restart_resumes(sessions) -> None:
     svc = service(sessions)
-    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
-    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
-    svc.engine.restore_ladder(ladder)
-    fill = OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
-                       ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY, qty=2,
-                       price=150_000)
-    svc.on_exec_event(fill)
-    svc.on_exec_event(fill)  # redelivered
+    restore_pending_leg(svc)
+    svc.on_exec_event(FILL)
+    svc.on_exec_event(FILL)  # redelivered
     svc.flush()
     gtts = [i for i in intents(sessions) if isinstance(i, PlaceGtt)]
     assert len(gtts) == 1
@@ -66,12 +71,8 @@ def test_sweep_alerts_on_a_missed_stop_only_when_it_persists(sessions, redis_cli
     from shared.store.models import AlertRecord
 
     svc = service(sessions)
-    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
-    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
-    svc.engine.restore_ladder(ladder)
-    svc.on_exec_event(OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
-                                  ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY,
-                                  qty=2, price=150_000))
+    restore_pending_leg(svc)
+    svc.on_exec_event(FILL)
     svc.flush()
     redis_client.hset(LTP_HASH, "NSE:INFY", orjson.dumps({"token": 1, "price": 140_000, "ts_ms": T0}))
     sweep = Sweep(svc, redis_client, sessions)
@@ -98,12 +99,8 @@ def test_settings_change_applies_at_run_time_and_a_bad_one_is_refused(sessions) 
 
 def test_ticks_read_before_a_shard_moved_away_do_not_load_its_symbol_back(sessions) -> None:
     svc = service(sessions)
-    ladder = Ladder(LADDER, "INFY", "NSE", T0 - 900_000, "202611240945")
-    ladder.legs[1] = Leg(1, 2, 150_000, svc.engine.params.p1_stop_s, signal_ms=T0)
-    svc.engine.restore_ladder(ladder)
-    svc.on_exec_event(OrderFilled(intent_id=f"momentum:{LADDER}:1:buy", exchange="NSE", symbol="INFY",
-                                  ladder_id=LADDER, leg=1, ts_ms=T0, order_id="P1", side=Side.BUY,
-                                  qty=2, price=150_000))
+    restore_pending_leg(svc)
+    svc.on_exec_event(FILL)
     svc.flush()
     with sessions() as session:
         stop_at_handover = session.get(Trade, f"{LADDER}:1").stop_loss
