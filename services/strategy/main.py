@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 
 import redis
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,6 +144,8 @@ def main(settings: Settings) -> None:
     runtime.spawn("ticks", ticks.run)
     runtime.spawn("market", market.run)
     runtime.spawn("control", control.run)
+    # its own thread: a rebalance that adopts many symbols must not let this replica's key lapse
+    runtime.every("membership", owner.membership.ttl_s / 3, owner.membership.beat)
     runtime.every("shards", 2.0, owner.rebalance)
     runtime.every("outbox", 0.2, relay.flush)
     runtime.every("flush-highs", 5.0, service.flush_dirty)

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.strategy import persistence
-from shared.config import StrategySettings
 from shared.bus.publisher import stage
+from shared.config import StrategySettings
 from shared.contracts import streams
 from shared.contracts.messages import (
     Candle,

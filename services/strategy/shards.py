@@ -116,7 +116,7 @@ class ShardOwner:
             self.ticks.streams = [streams.ticks_stream(n) for n in sorted(self.owned)]
             self.ticks.setup()
             adopted = [s for n in sorted(gained) for s in self.symbols_of_shard(n)]
-            ladders = self.service.adopt(adopted)
+            ladders = self.service.adopt(adopted) if adopted else []
             if ladders and not first:
                 self.replay_events(set(ladders))
             log.info("shards rebalanced", extra={

@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.strategy.shards import read_claims
+from services.strategy.shards import owned_shards, read_claims
 from shared.contracts import streams
 from shared.contracts.messages import decode
 from shared.store.models import Instrument, OutboxMessage
@@ -61,9 +61,11 @@ def test_shards_split_between_replicas_and_taken_over_when_one_dies(
         system.start("strategy", "strategy-1", RATCHET_REPLICA="1")
 
         def split() -> bool:
+            """Each replica claims exactly its half. Disjoint claims covering every shard are not
+            enough: {"0": none, "1": all} is the state while the first replica waits for the
+            other to let go, and cutting there judges the handover's own rows."""
             owned = read_claims(redis_client)
-            return set(owned) == {"0", "1"} and owned["0"].isdisjoint(owned["1"]) \
-                and owned["0"] | owned["1"] == set(range(SHARDS))
+            return owned == {r: owned_shards(r, ["0", "1"], SHARDS) for r in ("0", "1")}
 
         wait_for(split, 120, "both replicas owning disjoint shards")
         # Until the second replica joined, the first owned every shard: judge what came after.
