@@ -91,7 +91,8 @@ def serve(replica: int, redis_url: str, database_url: str, stop: Any, ready: Any
     settings = Settings(redis_url=redis_url, database_url=database_url, replica=str(replica),
                         risk={"max_open_legs": 100_000, "max_capital": "1000000000",
                               "max_active_gtts": 100_000})
-    broker = TimedPaperBroker(sessions, placements_engine(database_url))
+    broker = TimedPaperBroker(sessions, placements_engine(database_url,
+                                                          settings.execution.broker_concurrency))
     budget = OrderBudget(client, 10, 400, 5000, enabled=False)
     execution = Execution(sessions, broker, budget, settings, SessionRules(), FaultPoints(frozenset(), 0))
     relay = OutboxRelay(sessions, Publisher(client, "execution"), "execution")

@@ -76,6 +76,9 @@ class ExecutionSettings(_Section):
     orders_per_second: int = Field(10, gt=0)
     orders_per_minute: int = Field(400, gt=0)
     orders_per_day: int = Field(5000, gt=0)
+    # broker calls of one run sent at once: a read's orders do not queue behind each other's
+    # round trips (Kite's ~100 ms each); the order budget still paces them
+    broker_concurrency: int = Field(4, ge=1, le=32)
     algo_id: str | None = None
     market_protection_pct: Percent = Decimal("2")
     intent_resend_s: float = Field(15, gt=0)

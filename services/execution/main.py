@@ -34,7 +34,8 @@ NAME = "execution"
 def build_broker(settings: Settings, runtime: ServiceRuntime) -> BrokerInterface:
     if settings.broker == BrokerKind.KITE:
         return connect_kite(settings, runtime.sessions()).broker
-    return PaperBroker(runtime.sessions(), placements_engine(settings.require_database_url()))
+    return PaperBroker(runtime.sessions(), placements_engine(settings.require_database_url(),
+                                                           settings.execution.broker_concurrency))
 
 
 def start_kite(runtime: ServiceRuntime, settings: Settings, kite: KiteConnections,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -116,6 +117,8 @@ class Execution:
         self.faults = faults
         self.clock = clock
         self._instruments: dict[str, InstrumentInfo] = {}
+        self._broker_calls = ThreadPoolExecutor(settings.execution.broker_concurrency,
+                                                thread_name_prefix="broker-call")
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -359,15 +362,14 @@ class Execution:
             state.halt_reason = halt_row.reason if halt_row else None
 
     def submit_orders(self, orders: Sequence[tuple[Order, int]]) -> None:
-        """The broker calls for orders just committed SUBMITTED, one after another, in runs of
-        at most SEND_RUN_S: each run one transaction that holds its rows, looks for a halt once
-        (see :meth:`_submit_run`), sends, then records every answer. While the transaction
-        holds the rows, no other worker can take a row for unsent and send it again (the
-        reconciler waits for the lock, then asks the broker by tag once more); an order
-        resubmitted meanwhile (its attempt moved on) is its resubmitter's to send. A crash
-        releases the rows SUBMITTED: the reconciler settles them by tag. Each order given is
-        the caller's copy of a SUBMITTED row; a row still SUBMITTED at the same attempt, once
-        locked, is that copy."""
+        """The broker calls for orders just committed SUBMITTED, in runs of at most SEND_RUN_S:
+        each run one transaction that holds its rows, looks for a halt once (see
+        :meth:`_submit_run`), sends, then records every answer. While the transaction holds the
+        rows, no other worker can take a row for unsent and send it again (the reconciler waits
+        for the lock, then asks the broker by tag once more); an order resubmitted meanwhile
+        (its attempt moved on) is its resubmitter's to send. A crash releases the rows
+        SUBMITTED: the reconciler settles them by tag. Each order given is the caller's copy of
+        a SUBMITTED row; a row still SUBMITTED at the same attempt, once locked, is that copy."""
         by_id = {o.id: (o, ts_ms) for o, ts_ms in orders}
         unsent = sorted(by_id)
         while unsent:
@@ -375,14 +377,16 @@ class Execution:
 
     def _submit_run(self, by_id: dict[int, tuple[Order, int]], ids: list[int]) -> list[int]:
         """Send orders ``ids`` for up to SEND_RUN_S, record the answers, and return the ids not
-        reached. A run with an order that adds risk holds the halts lock shared
-        (:func:`ledger.hold_halts`): a halt committed before the run is seen by its one check;
-        one written during the run waits until the run has committed. So no risk-adding order
-        is sent after a halt is committed. A run never waits inside: when the order budget has
-        no room, or the broker says too many requests, it ends, and the wait comes after its
-        commit; a halt therefore waits at most SEND_RUN_S and the one call under way. Postgres
-        ends a transaction idle for ``stuck_transaction_s`` (a hung process), so a check older
-        than half that is not trusted: the run ends before its next call."""
+        sent. The calls go out in waves of ``broker_concurrency`` at once (one order does not
+        wait for the placements before it); each order is checked as its wave is built. A run
+        with an order that adds risk holds the halts lock shared (:func:`ledger.hold_halts`): a
+        halt committed before the run is seen by its one check; one written during the run
+        waits until the run has committed. So no risk-adding order is sent after a halt is
+        committed. A run never waits inside: when the order budget has no room, or the broker
+        says too many requests, it ends, and the wait comes after its commit; a halt therefore
+        waits at most SEND_RUN_S and one wave under way. Postgres ends a transaction idle for
+        ``stuck_transaction_s`` (a hung process), so a check older than half that is not
+        trusted: the run ends before its next wave."""
         pause = 0.0
         with self.sessions.begin() as session:
             held = dict(session.execute(_LOCK_SUBMITTED, {"ids": ids}).all())
@@ -392,37 +396,50 @@ class Execution:
                 halt = ledger.halt_reason(session)  # a statement of its own: sees what came first
             started = time.monotonic()
             outcomes: list[tuple[Order, BrokerOrder | BrokerError, int]] = []
-            reached = len(ids)
-            for n, order_id in enumerate(ids):
+            unsent: list[int] = []  # rate limited by the broker: nothing placed
+            queue = list(ids)
+            while queue and not pause:
                 if outcomes and time.monotonic() - started > SEND_RUN_S:
-                    reached = n
                     break
-                order, ts_ms = by_id[order_id]
-                if held.get(order_id) != order.attempts:
-                    continue  # settled, or resubmitted by another worker, meanwhile
-                if halt is not None and order.adds_risk:  # halted since the guards passed it
-                    self.reject_halted(session, order, halt, ts_ms)
-                    continue
-                pause = self.budget.try_acquire()
-                if pause > 0:
-                    reached = n
-                    break
+                wave: list[tuple[Order, int]] = []
+                while queue and len(wave) < self.settings.execution.broker_concurrency:
+                    order, ts_ms = by_id[queue[0]]
+                    if held.get(order.id) != order.attempts:
+                        queue.pop(0)  # settled, or resubmitted by another worker, meanwhile
+                    elif halt is not None and order.adds_risk:  # halted since the guards passed it
+                        queue.pop(0)
+                        self.reject_halted(session, order, halt, ts_ms)
+                    elif (pause := self.budget.try_acquire()) > 0:
+                        break
+                    else:
+                        wave.append((order, ts_ms))
+                        queue.pop(0)
                 if time.monotonic() - started > self.settings.execution.stuck_transaction_s / 2:
-                    reached = n  # stalled since the check: Postgres may have ended the run's
-                    break        # transaction (and lock), so a halt may be in: look again
-                outcome = self._send(order)
-                if isinstance(outcome, BrokerRateLimited):  # nothing was placed: send it later
-                    reached, pause = n, RATE_LIMITED_PAUSE_S
+                    # stalled since the check: Postgres may have ended the run's transaction
+                    # (and lock), so a halt may be in: look again
+                    queue[:0] = [order.id for order, _ in wave]
                     break
-                if isinstance(outcome, BrokerOrder):
-                    self.faults.point("after_broker_call")
-                outcomes.append((order, outcome, ts_ms))
+                for (order, ts_ms), outcome in zip(wave, self._send_wave([o for o, _ in wave]),
+                                                   strict=True):
+                    if isinstance(outcome, BrokerRateLimited):
+                        unsent.append(order.id)
+                        pause = max(pause, RATE_LIMITED_PAUSE_S)
+                        continue
+                    if isinstance(outcome, BrokerOrder):
+                        self.faults.point("after_broker_call")
+                    outcomes.append((order, outcome, ts_ms))
             with session.no_autoflush, ledger.held_orders_updated_together(session):
                 for order, outcome, ts_ms in outcomes:
                     self._record_outcome(session, order, outcome, ts_ms)
         if pause > 0:
             time.sleep(min(pause, 1.0))
-        return ids[reached:]
+        return sorted(unsent + queue)
+
+    def _send_wave(self, orders: list[Order]) -> list[BrokerOrder | BrokerError]:
+        """The broker calls for ``orders`` at once (one alone is sent on this thread)."""
+        if len(orders) <= 1:
+            return [self._send(order) for order in orders]
+        return list(self._broker_calls.map(self._send, orders))
 
     def reject_halted(self, session: Session, order: Order, halt: str, ts_ms: int) -> None:
         """Refuse a SUBMITTED order that adds risk because trading was halted before it went out."""

@@ -69,11 +69,12 @@ def _order_id() -> str:
     return f"P{time.time_ns() // 1000:016d}{next(_ids) % 1000:03d}"
 
 
-def placements_engine(database_url: str) -> Engine:
+def placements_engine(database_url: str, connections: int = 4) -> Engine:
     """The paper book's own pool for placements: AUTOCOMMIT (a placement is one statement) and
-    no ping at checkout, a round trip per order. A connection Postgres dropped fails its one
-    call as outcome-unknown, which the reconciler settles by tag, and is replaced."""
-    return make_engine(database_url, pool_size=2, pre_ping=False, autocommit=True)
+    no ping at checkout, a round trip per order; ``connections`` kept open, one for each broker
+    call made at once. A connection Postgres dropped fails its one call as outcome-unknown,
+    which the reconciler settles by tag, and is replaced."""
+    return make_engine(database_url, pool_size=connections, pre_ping=False, autocommit=True)
 
 
 class PaperBroker(BrokerInterface):

@@ -289,39 +289,73 @@ def test_orders_guarded_together_count_each_other(servers) -> None:  # noqa: ANN
     assert placed == 3
 
 
-def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(servers, monkeypatch) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(  # noqa: ANN001
+    servers, monkeypatch, concurrency: int
+) -> None:
     """A halt written while broker calls are in flight waits until their run has committed (so
     no risk-adding order reaches the broker after a halt is committed); the batch's next run
-    sees it, and none of its remaining entries goes out."""
+    sees it, and none of its remaining entries goes out. With calls made at once, the whole
+    wave in flight when the halt came goes out, and nothing after it."""
     from services.execution import processor
     from services.execution.brokers.base import BrokerOrder, OrderRequest
 
-    monkeypatch.setattr(processor, "SEND_RUN_S", 0.0)  # one call a run: this batch is two runs
+    monkeypatch.setattr(processor, "SEND_RUN_S", 0.0)  # one wave a run: this batch is two runs
     sessions = servers[0]
 
     class HaltsDuringFirst(PaperBroker):
         committed: threading.Event | None = None
+        first = threading.Lock()
 
         def place_order(self, request: OrderRequest) -> BrokerOrder:
             placed = super().place_order(request)
-            if self.committed is None:
+            with self.first:
+                if self.committed is not None:
+                    return placed
                 self.committed = committed = throw_halt(sessions, "thrown mid-batch")
-                deadline = time.monotonic() + 30
-                while not halt_is_waiting(sessions) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                assert halt_is_waiting(sessions) and not committed.is_set()  # held back by this run
+            deadline = time.monotonic() + 30
+            while not halt_is_waiting(sessions) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert halt_is_waiting(sessions) and not committed.is_set()  # held back by this run
             return placed
 
     broker = HaltsDuringFirst(sessions)
-    execution = build(*servers, broker=broker)
-    first, second = entry(1), entry(2, symbol="TCS")
-    execution.place_orders([first, second])
+    execution = build(*servers, broker=broker, execution={"broker_concurrency": concurrency})
+    symbols = ["INFY", "TCS", "SBIN", "ITC", "LT", "WIPRO"][:2 * concurrency]
+    batch = [entry(n, symbol=s) for n, s in enumerate(symbols, start=1)]
+    execution.place_orders(batch)
     assert broker.committed is not None and broker.committed.wait(30)
-    assert order_of(sessions, first.intent_id).state == OrderState.FILLED
-    refused = order_of(sessions, second.intent_id)
-    assert refused.state == OrderState.REJECTED and "halted (thrown mid-batch)" in refused.reason
+    for sent in batch[:concurrency]:
+        assert order_of(sessions, sent.intent_id).state == OrderState.FILLED
+    for held_back in batch[concurrency:]:
+        refused = order_of(sessions, held_back.intent_id)
+        assert refused.state == OrderState.REJECTED
+        assert "halted (thrown mid-batch)" in refused.reason
     with sessions() as session:
-        assert session.scalar(select(func.count()).select_from(PaperOrder)) == 1
+        assert session.scalar(select(func.count()).select_from(PaperOrder)) == concurrency
+
+
+def test_the_orders_of_one_run_reach_the_broker_at_once(servers) -> None:  # noqa: ANN001
+    """A read's orders do not queue behind each other's broker round trips: with calls made
+    four at once, four placements are in flight together (each waits for the others here, and
+    would time out if they went one after another)."""
+    from services.execution.brokers.base import BrokerOrder, OrderRequest
+
+    sessions = servers[0]
+    together = threading.Barrier(4, timeout=30)
+
+    class WaitsForTheOthers(PaperBroker):
+        def place_order(self, request: OrderRequest) -> BrokerOrder:
+            together.wait()
+            return super().place_order(request)
+
+    execution = build(*servers, broker=WaitsForTheOthers(sessions),
+                      execution={"broker_concurrency": 4})
+    batch = [entry(n, symbol=s) for n, s in enumerate(["INFY", "TCS", "SBIN", "ITC"], start=1)]
+    execution.place_orders(batch)
+    assert not together.broken
+    assert [order_of(sessions, i.intent_id).state for i in batch] == [OrderState.FILLED] * 4
+
 
 def test_a_halt_never_waits_for_the_order_budget(servers) -> None:  # noqa: ANN001
     """A run of broker calls ends when the budget has no room and waits outside it, so a halt
