@@ -10,7 +10,8 @@ import importlib
 import sys
 import time
 
-MODULES = ("ingest", "strategy", "execution", "kite_sim", "kite_ingest", "api", "backtest", "ws")
+MODULES = ("ingest", "strategy", "execution", "execution_floor", "kite_sim", "kite_ingest", "api",
+           "backtest", "ws")
 
 
 def main(argv: list[str]) -> int:
