@@ -16,6 +16,8 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +25,7 @@ import redis
 from sqlalchemy import func, select
 
 from bench.servers import embedded_servers
-from services.execution.brokers.base import BrokerOrder, OrderRequest
+from services.execution.brokers.base import BrokerError, BrokerOrder, OrderRequest
 from services.execution.brokers.paper import PaperBroker, placements_engine
 from services.execution.budget import OrderBudget
 from services.execution.faults import FaultPoints
@@ -50,9 +52,12 @@ class TimedPaperBroker(PaperBroker):
         super().__init__(sessions, placements)
         self.reached: dict[str, float] = {}
 
-    def place_order(self, request: OrderRequest) -> BrokerOrder:
-        self.reached[request.tag] = time.monotonic()
-        return super().place_order(request)
+    def place_orders(
+        self, requests: Sequence[OrderRequest], calls: Executor
+    ) -> list[BrokerOrder | BrokerError]:
+        now = time.monotonic()
+        self.reached.update((request.tag, now) for request in requests)
+        return super().place_orders(requests, calls)
 
 
 def _intent(n: int, ts_ms: int) -> PlaceOrder:

@@ -436,10 +436,9 @@ class Execution:
         return sorted(unsent + queue)
 
     def _send_wave(self, orders: list[Order]) -> list[BrokerOrder | BrokerError]:
-        """The broker calls for ``orders`` at once (one alone is sent on this thread)."""
-        if len(orders) <= 1:
-            return [self._send(order) for order in orders]
-        return list(self._broker_calls.map(self._send, orders))
+        """The broker calls for ``orders`` at once; nothing is written here."""
+        requests = [self._request(order) for order in orders]
+        return self.broker.place_orders(requests, self._broker_calls)
 
     def reject_halted(self, session: Session, order: Order, halt: str, ts_ms: int) -> None:
         """Refuse a SUBMITTED order that adds risk because trading was halted before it went out."""
@@ -447,10 +446,9 @@ class Execution:
         if ledger.move_order(session, order, OrderEvent.REJECT, reason=reason):
             self._emit_rejected(session, order, reason, RejectReason.HALTED.value, ts_ms)
 
-    def _send(self, order: Order) -> BrokerOrder | BrokerError:
-        """One order to the broker: what the broker holds now, or the error that says it was
-        refused, or that the outcome is unknown. Nothing is written here."""
-        request = OrderRequest(
+    def _request(self, order: Order) -> OrderRequest:
+        """What the broker is asked for ``order``: a market order under the intent's tag."""
+        return OrderRequest(
             tag=order.tag,
             exchange=order.exchange,
             symbol=order.symbol,
@@ -462,10 +460,6 @@ class Execution:
             algo_id=self.settings.execution.algo_id,
             reference_price=to_paise(order.ref_price),
         )
-        try:
-            return self.broker.place_order(request)
-        except BrokerError as exc:
-            return exc
 
     def _record_outcome(
         self, session: Session, order: Order, outcome: BrokerOrder | BrokerError, ts_ms: int

@@ -8,6 +8,8 @@ it is reconciled by reading the broker's book (orders by tag, GTTs by matching).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -116,6 +118,23 @@ class BrokerInterface(ABC):
 
     @abstractmethod
     def place_order(self, request: OrderRequest) -> BrokerOrder: ...
+
+    def place_orders(
+        self, requests: Sequence[OrderRequest], calls: Executor
+    ) -> list[BrokerOrder | BrokerError]:
+        """Several orders, each accepted or refused on its own: for each, in order, what the
+        broker holds, or the error that refused it or left its outcome unknown. By default one
+        call each, made at once on ``calls`` (one alone on this thread); a broker that can take
+        several in one round trip does so."""
+        if len(requests) <= 1:
+            return [self._place_or_error(request) for request in requests]
+        return list(calls.map(self._place_or_error, requests))
+
+    def _place_or_error(self, request: OrderRequest) -> BrokerOrder | BrokerError:
+        try:
+            return self.place_order(request)
+        except BrokerError as exc:
+            return exc
 
     @abstractmethod
     def cancel_order(self, order_id: str) -> None: ...

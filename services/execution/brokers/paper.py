@@ -11,6 +11,9 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from decimal import Decimal
 
 from sqlalchemy import Engine, bindparam, select, text, update
@@ -18,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution.brokers.base import (
+    BrokerError,
     BrokerGtt,
     BrokerInterface,
     BrokerOrder,
@@ -61,6 +65,35 @@ _SELL = text(_PLACE.format(joined=", holding", holding="""
     WHERE exchange = :exchange AND symbol = :symbol AND qty >= :qty
     RETURNING 1"""))
 
+# A wave's market buys in one statement, so one round trip and one transaction: all placed, or
+# none. Each symbol's holding takes the wave's buys of it at once (a statement may change a row
+# only once).
+_BUYS = text("""
+WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)),
+placed AS (
+    SELECT * FROM unnest(CAST(:order_ids AS text[]), CAST(:tags AS text[]),
+                         CAST(:exchanges AS text[]), CAST(:symbols AS text[]),
+                         CAST(:qtys AS integer[]), CAST(:products AS text[]),
+                         CAST(:prices AS numeric[]))
+        AS p(order_id, tag, exchange, symbol, qty, product, price)
+),
+holding AS (
+    INSERT INTO paper_holdings (exchange, symbol, qty, average_price)
+    SELECT exchange, symbol, sum(qty), round(sum(price * qty) / sum(qty), 2)
+    FROM placed GROUP BY exchange, symbol
+    ON CONFLICT (exchange, symbol) DO UPDATE SET
+        qty = paper_holdings.qty + excluded.qty,
+        average_price = round((paper_holdings.average_price * paper_holdings.qty
+                               + excluded.average_price * excluded.qty)
+                              / (paper_holdings.qty + excluded.qty), 2)
+)
+INSERT INTO paper_orders (order_id, tag, exchange, symbol, side, qty, order_type, product, price,
+                          status, filled_qty, average_price)
+SELECT order_id, tag, exchange, symbol, 'BUY', qty, 'MARKET', product, price, 'COMPLETE', qty,
+       price
+FROM placed, async_commit
+""")
+
 _HELD = select(PaperHolding.qty).where(PaperHolding.exchange == bindparam("exchange"),
                                        PaperHolding.symbol == bindparam("symbol"))
 
@@ -92,6 +125,54 @@ class PaperBroker(BrokerInterface):
     # --- orders ------------------------------------------------------------------------------
 
     def place_order(self, request: OrderRequest) -> BrokerOrder:
+        order = self._filled(request)
+        params = {"order_id": order.order_id, "tag": order.tag, "exchange": order.exchange,
+                  "symbol": order.symbol, "side": order.side, "qty": order.qty,
+                  "order_type": request.order_type, "product": request.product,
+                  "price": to_rupees(order.average_price or 0), "status": order.status.value}
+        with self._book_call():
+            with self._placements.connect() as conn:  # one statement, so its own transaction
+                placed = conn.execute(_SELL if request.side == "SELL" else _BUY, params).rowcount
+                if not placed:
+                    where = {"exchange": request.exchange, "symbol": request.symbol}
+                    held = conn.execute(_HELD, where).scalar()
+                    raise BrokerRejected(f"insufficient holdings of {request.symbol}: "
+                                         f"{held or 0} < {request.qty}")
+        return order
+
+    def place_orders(
+        self, requests: Sequence[OrderRequest], calls: Executor
+    ) -> list[BrokerOrder | BrokerError]:
+        """A wave's market buys go into the book in one statement; a sale (it may be refused
+        for want of holdings) or a malformed order, one by one."""
+        together = [n for n, r in enumerate(requests)
+                    if r.side == "BUY" and r.order_type == "MARKET" and r.qty > 0
+                    and (r.reference_price or 0) > 0]
+        if len(together) < 2:
+            return super().place_orders(requests, calls)
+        outcomes: dict[int, BrokerOrder | BrokerError] = dict(
+            zip(together, self._place_buys([requests[n] for n in together]), strict=True))
+        alone = [n for n in range(len(requests)) if n not in outcomes]
+        outcomes.update(zip(alone, super().place_orders([requests[n] for n in alone], calls),
+                            strict=True))
+        return [outcomes[n] for n in range(len(requests))]
+
+    def _place_buys(self, requests: list[OrderRequest]) -> list[BrokerOrder | BrokerError]:
+        orders = [self._filled(request) for request in requests]
+        params = {"order_ids": [o.order_id for o in orders], "tags": [o.tag for o in orders],
+                  "exchanges": [o.exchange for o in orders], "symbols": [o.symbol for o in orders],
+                  "qtys": [o.qty for o in orders], "products": [r.product for r in requests],
+                  "prices": [to_rupees(o.average_price or 0) for o in orders]}
+        try:
+            with self._book_call(), self._placements.connect() as conn:
+                conn.execute(_BUYS, params)
+        except BrokerUnavailable as exc:
+            return [exc] * len(orders)
+        return list(orders)
+
+    @staticmethod
+    def _filled(request: OrderRequest) -> BrokerOrder:
+        """The order as the book fills it: a MARKET order at once at its reference price."""
         if request.qty <= 0:
             raise BrokerRejected("quantity must be positive")
         if request.order_type == "MARKET" and request.reference_price is None:
@@ -99,7 +180,7 @@ class PaperBroker(BrokerInterface):
         price = request.reference_price if request.order_type == "MARKET" else request.price
         if price is None or price <= 0:
             raise BrokerRejected("price must be positive")
-        order = BrokerOrder(
+        return BrokerOrder(
             order_id=_order_id(),
             tag=request.tag,
             exchange=request.exchange,
@@ -110,23 +191,17 @@ class PaperBroker(BrokerInterface):
             filled_qty=request.qty,
             average_price=price,
         )
-        params = {"order_id": order.order_id, "tag": order.tag, "exchange": order.exchange,
-                  "symbol": order.symbol, "side": order.side, "qty": order.qty,
-                  "order_type": request.order_type, "product": request.product,
-                  "price": to_rupees(price), "status": order.status.value}
+
+    @staticmethod
+    @contextmanager
+    def _book_call() -> Iterator[None]:
+        """A placement whose connection dropped is placed or not, nobody knows: unknown."""
         try:
-            with self._placements.connect() as conn:  # one statement, so its own transaction
-                placed = conn.execute(_SELL if request.side == "SELL" else _BUY, params).rowcount
-                if not placed:
-                    where = {"exchange": request.exchange, "symbol": request.symbol}
-                    held = conn.execute(_HELD, where).scalar()
-                    raise BrokerRejected(f"insufficient holdings of {request.symbol}: "
-                                         f"{held or 0} < {request.qty}")
+            yield
         except DBAPIError as exc:
-            if exc.connection_invalidated:  # the book's connection dropped: placed or not, unknown
+            if exc.connection_invalidated:
                 raise BrokerUnavailable(f"paper book unreachable: {exc.orig}") from exc
             raise
-        return order
 
     def cancel_order(self, order_id: str) -> None:
         with self.sessions.begin() as session:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.execution.brokers.base import (
+    BrokerInterface,
     BrokerOrder,
     BrokerOrderStatus,
     BrokerRejected,
@@ -22,6 +23,7 @@ GTT_BEHAVIOURS = ("ok", "lose", "timeout")
 
 class FaultyBroker(PaperBroker):
     name = "faulty-paper"
+    place_orders = BrokerInterface.place_orders  # each order a call of its own, scripted alone
 
     def __init__(self, sessions) -> None:  # noqa: ANN001
         super().__init__(sessions)

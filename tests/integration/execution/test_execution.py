@@ -3,7 +3,9 @@ and the crash windows of RELIABILITY.md settled from the broker's book."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import redis
@@ -12,6 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.execution import ledger
+from services.execution.brokers.base import (
+    BrokerOrder,
+    BrokerOrderStatus,
+    BrokerRejected,
+    BrokerUnavailable,
+    OrderRequest,
+)
 from services.execution.brokers.paper import PaperBroker, placements_engine
 from services.execution.budget import OrderBudget
 from services.execution.faults import FaultPoints
@@ -23,9 +32,15 @@ from shared.config import Settings
 from shared.contracts import streams
 from shared.contracts.messages import ExitLeg, ModifyGtt, PlaceGtt, PlaceOrder, Side, decode
 from shared.domain.session import SessionRules, ms_from_ist
-from shared.store.models import AlertRecord, Gtt, HaltRecord, Order, PaperGtt, PaperOrder
-
-from datetime import datetime
+from shared.store.models import (
+    AlertRecord,
+    Gtt,
+    HaltRecord,
+    Order,
+    PaperGtt,
+    PaperHolding,
+    PaperOrder,
+)
 
 TS = ms_from_ist(datetime(2026, 11, 24, 10, 0))  # a Tuesday, in session
 
@@ -232,3 +247,54 @@ def test_a_leg_bought_and_sold_in_one_send_run_is_closed(
         sold = session.scalars(select(Order).where(Order.intent_id == sale.intent_id)).one()
     assert (bought.state, sold.state) == (OrderState.FILLED, OrderState.FILLED)
     assert bought.leg_closed_at is not None and bought.realised_pnl == 0
+
+
+def _request(tag: str, symbol: str, qty: int, price: int, side: str = "BUY") -> OrderRequest:
+    return OrderRequest(tag=tag, exchange="NSE", symbol=symbol, side=side, qty=qty,
+                        order_type="MARKET", product="CNC", reference_price=price)
+
+
+def test_a_waves_buys_go_into_the_paper_book_together_and_each_sale_alone(
+    sessions: sessionmaker[Session],
+) -> None:
+    """One statement takes a wave's market buys (two of one symbol among them: the holding
+    takes both, at their weighted price); a sale without holdings and a malformed order are
+    refused on their own, and the answers keep the requests' order."""
+    broker = PaperBroker(sessions)
+    requests = [_request("Rb1", "INFY", 10, 100_000), _request("Rs1", "ITC", 5, 40_000, "SELL"),
+                _request("Rb2", "INFY", 30, 110_000), _request("Rz1", "TCS", 0, 300_000),
+                _request("Rb3", "TCS", 2, 300_000)]
+    with ThreadPoolExecutor(2) as calls:
+        outcomes = broker.place_orders(requests, calls)
+    assert [type(o) for o in outcomes] == [BrokerOrder, BrokerRejected, BrokerOrder, BrokerRejected,
+                                           BrokerOrder]
+    assert [o.tag for o in outcomes if isinstance(o, BrokerOrder)] == ["Rb1", "Rb2", "Rb3"]
+    assert "insufficient holdings of ITC" in str(outcomes[1])
+    assert {tag: broker.order_by_tag(tag).status for tag in ("Rb1", "Rb2", "Rb3")} == {  # type: ignore[union-attr]
+        "Rb1": BrokerOrderStatus.COMPLETE, "Rb2": BrokerOrderStatus.COMPLETE,
+        "Rb3": BrokerOrderStatus.COMPLETE}
+    assert broker.order_by_tag("Rs1") is None and broker.order_by_tag("Rz1") is None
+    with sessions() as session:
+        infy = session.get(PaperHolding, ("NSE", "INFY"))
+        assert (infy.qty, infy.average_price) == (40, Decimal("1075.00"))  # type: ignore[union-attr]
+    assert broker.holdings() == {("NSE", "INFY"): 40, ("NSE", "TCS"): 2}
+
+
+def test_a_wave_whose_paper_book_connection_dropped_is_unknown_for_every_order(
+    sessions: sessionmaker[Session], database_url: str, request: pytest.FixtureRequest,
+) -> None:
+    """The wave's one statement either placed all its buys or none; with the connection gone,
+    nobody knows which, so each answer is outcome-unknown (settled by tag later), none a refusal."""
+    placements = placements_engine(database_url, connections=1)
+    request.addfinalizer(placements.dispose)
+    broker = PaperBroker(sessions, placements)
+    with placements.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with sessions() as session:
+        session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with ThreadPoolExecutor(2) as calls:
+        outcomes = broker.place_orders([_request("Ru1", "INFY", 1, 100_000),
+                                        _request("Ru2", "TCS", 1, 300_000)], calls)
+    assert all(isinstance(o, BrokerUnavailable) and "paper book unreachable" in str(o)
+               for o in outcomes)
+    assert broker.order_by_tag("Ru1") is None and broker.order_by_tag("Ru2") is None

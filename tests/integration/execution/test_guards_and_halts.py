@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
-from services.execution.brokers.base import BrokerUnavailable
+from services.execution.brokers.base import BrokerInterface, BrokerUnavailable
 from services.execution.brokers.paper import PaperBroker
 from services.execution.budget import OrderBudget
 from services.execution.faults import FaultPoints
@@ -26,10 +26,26 @@ from services.execution.reconciler import Reconciler
 from services.execution.states import GttState, OrderState
 from shared.bus.publisher import OutboxRelay, Publisher
 from shared.config import Settings
-from shared.contracts.messages import ExitLeg, ModifyGtt, OrderRejected, PlaceGtt, PlaceOrder, decode
+from shared.contracts.messages import (
+    ExitLeg,
+    ModifyGtt,
+    OrderRejected,
+    PlaceGtt,
+    PlaceOrder,
+    decode,
+)
 from shared.domain.session import ms_from_ist
 from shared.store.db import make_engine, make_sessions
-from shared.store.models import AuditEntry, Gtt, HaltRecord, Instrument, Order, OutboxMessage, PaperGtt, PaperOrder
+from shared.store.models import (
+    AuditEntry,
+    Gtt,
+    HaltRecord,
+    Instrument,
+    Order,
+    OutboxMessage,
+    PaperGtt,
+    PaperOrder,
+)
 
 TS = ms_from_ist(datetime(2026, 11, 24, 10, 0))
 AFTER_CLOSE = ms_from_ist(datetime(2026, 11, 24, 16, 0))
@@ -304,6 +320,7 @@ def test_a_halt_during_a_run_waits_for_it_then_stops_the_rest(  # noqa: ANN001
     sessions = servers[0]
 
     class HaltsDuringFirst(PaperBroker):
+        place_orders = BrokerInterface.place_orders  # one call an order, to halt during the first
         committed: threading.Event | None = None
         first = threading.Lock()
 
@@ -345,6 +362,8 @@ def test_the_orders_of_one_run_reach_the_broker_at_once(servers) -> None:  # noq
     together = threading.Barrier(4, timeout=30)
 
     class WaitsForTheOthers(PaperBroker):
+        place_orders = BrokerInterface.place_orders  # one call an order, each on its own thread
+
         def place_order(self, request: OrderRequest) -> BrokerOrder:
             together.wait()
             return super().place_order(request)
