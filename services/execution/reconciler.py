@@ -3,8 +3,9 @@
 - SUBMITTED / UNKNOWN orders: looked up by tag. Found -> adopted. Not found -> sent again only
   after the settle window, with the same tag (one intent, at most one order).
 - OPEN orders: polled until they fill, are rejected or cancelled.
-- SUBMITTED / UNKNOWN GTTs: adopted when an active GTT at the broker matches symbol, quantity and
-  trigger and is not ours already; created again only after the settle window.
+- SUBMITTED / UNKNOWN GTTs: adopted when a GTT at the broker matches symbol, quantity and
+  trigger and is not ours already (an active one first; one that triggered before we learned of
+  it has its exit recorded at once); created again only after the settle window.
 - ACTIVE GTTs that the broker shows triggered: the exit is recorded from the child order.
 """
 
@@ -188,6 +189,8 @@ class Reconciler:
             if match is not None:
                 known_ids.add(match.trigger_id)
                 self.execution.adopt_gtt(gtt.id, match.trigger_id, self.now_ms())
+                if match.status == GttStatus.TRIGGERED:  # it fired, so its leg has been sold
+                    self.on_triggered(gtt.id, match, self.now_ms())
             elif ledger.utcnow() - (gtt.submitted_at or gtt.created_at) >= settle:
                 with self.sessions.begin() as session:
                     row = session.get(Gtt, gtt.id, with_for_update=True)
@@ -202,10 +205,11 @@ class Reconciler:
     @staticmethod
     def _match(gtt: Gtt, candidates, known_ids: set[str]) -> BrokerGtt | None:  # noqa: ANN001
         triggers = {to_paise(gtt.trigger_price), to_paise(gtt.desired_trigger)}
-        for cand in candidates:
+        adoptable = (GttStatus.ACTIVE, GttStatus.TRIGGERED)
+        for cand in sorted(candidates, key=lambda c: c.status != GttStatus.ACTIVE):
             if (
                 cand.trigger_id not in known_ids
-                and cand.status == GttStatus.ACTIVE
+                and cand.status in adoptable
                 and cand.symbol == gtt.symbol
                 and cand.exchange == gtt.exchange
                 and cand.qty == gtt.qty

@@ -41,6 +41,7 @@ from shared.store.models import (
     PaperHolding,
     PaperOrder,
 )
+from tests.integration.execution.faulty_broker import FaultyBroker
 
 TS = ms_from_ist(datetime(2026, 11, 24, 10, 0))  # a Tuesday, in session
 
@@ -298,3 +299,33 @@ def test_a_wave_whose_paper_book_connection_dropped_is_unknown_for_every_order(
     assert all(isinstance(o, BrokerUnavailable) and "paper book unreachable" in str(o)
                for o in outcomes)
     assert broker.order_by_tag("Ru1") is None and broker.order_by_tag("Ru2") is None
+
+
+def test_a_lost_gtt_that_fired_before_it_was_adopted_closes_its_leg(
+    sessions: sessionmaker[Session], redis_client: redis.Redis, settings: Settings
+) -> None:
+    """The GTT was created but its answer lost, and the price fell through it before the
+    reconciler looked. Matching adopts the triggered GTT and records the exit from its child
+    order: the leg is closed, and no second GTT is made for a leg the broker already sold
+    (found by the state-machine test: the leg stayed open with no stop)."""
+    broker = FaultyBroker(sessions)
+    execution = Execution(sessions, broker, OrderBudget(redis_client, 10, 400, 5000), settings,
+                          SessionRules(), FaultPoints(frozenset(), 0))
+    relay = OutboxRelay(sessions, Publisher(redis_client, "execution"), "execution")
+    execution.place_order(buy())
+    ladder = "NSE:INFY:202611240945"
+    broker.next_gtt = ["lose"]
+    execution.place_gtt(PlaceGtt(intent_id=f"momentum:{ladder}:1:gtt", strategy="momentum",
+                                 exchange="NSE", symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS,
+                                 qty=10, trigger=97_500, target=105_000, last_price=100_000))
+    with sessions() as s:
+        assert s.scalars(select(Gtt)).one().state == GttState.UNKNOWN
+    broker._active = None  # the book's view of its GTTs, reloaded
+    assert broker.on_tick("INFY", 97_000)  # fired at the broker, under an id execution never got
+    Reconciler(execution, relay).run_once()
+    with sessions() as s:
+        buy_row = s.scalars(select(Order).where(Order.side == "BUY")).one()
+        assert s.scalars(select(Gtt)).one().state == GttState.TRIGGERED
+        assert s.scalar(select(func.count()).select_from(PaperGtt)) == 1
+    assert buy_row.leg_closed_at is not None
+    assert broker.holdings().get(("NSE", "INFY"), 0) == 0
