@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+
+from shared.contracts import streams
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 
@@ -74,12 +77,30 @@ def scalar(sessions: sessionmaker[Session], sql: str) -> int:
         return int(session.execute(text(sql)).scalar_one())
 
 
-def settled(sessions: sessionmaker[Session]) -> bool:
-    """Every order terminal, every leg past PENDING, every GTT step settled."""
-    return scalar(sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
-                            "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
+def settled(sessions: sessionmaker[Session], client: redis.Redis) -> bool:
+    """Every intent delivered and handled (none waiting in a service's outbox, none unread or
+    unacked in execution's group), every order terminal, every leg past PENDING, every GTT
+    step settled. Without the first, a backlog of intents still on the stream (a stop for a
+    leg just filled) would be cut off by the end of the test."""
+    return intents_drained(sessions, client) and scalar(
+        sessions, "SELECT count(*) FROM orders WHERE state NOT IN "
+                  "('FILLED','REJECTED','CANCELLED')") == 0 and scalar(
         sessions, "SELECT count(*) FROM trades WHERE status = 'PENDING'") == 0 and scalar(
         sessions, "SELECT count(*) FROM gtts WHERE state IN ('NEW','SUBMITTED','UNKNOWN')") == 0
+
+
+def intents_drained(sessions: sessionmaker[Session], client: redis.Redis) -> bool:
+    """No message waiting in strategy's or execution's outbox, and execution's group on the
+    intents stream has read up to its last entry and acked all it read."""
+    if scalar(sessions, "SELECT count(*) FROM outbox WHERE published_at IS NULL "
+                        "AND source IN ('strategy', 'execution')"):
+        return False
+    if not client.exists(streams.INTENTS):
+        return True
+    last = client.xinfo_stream(streams.INTENTS)["last-generated-id"]
+    names = (streams.GROUP_EXECUTION, streams.GROUP_EXECUTION.encode())
+    group = next((g for g in client.xinfo_groups(streams.INTENTS) if g["name"] in names), None)
+    return group is not None and group["pending"] == 0 and group["last-delivered-id"] == last
 
 
 def assert_no_intent_lost_or_doubled(sessions: sessionmaker[Session]) -> int:

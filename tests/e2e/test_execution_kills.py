@@ -83,7 +83,7 @@ def test_execution_killed_twenty_times_loses_nothing_and_doubles_nothing(
             system.stop("execution")
         system.start("execution")
 
-        wait_for(lambda: settled(sessions), 120, "every intent settled")
+        wait_for(lambda: settled(sessions, redis_client), 120, "every intent settled")
         time.sleep(2)
     finally:
         system.stop_all()

@@ -49,7 +49,7 @@ def test_sigterm_under_load_exits_cleanly_and_loses_nothing(
             time.sleep(3)
         system.stop("marketdata")
 
-        wait_for(lambda: settled(sessions), 120, "every intent settled")
+        wait_for(lambda: settled(sessions, redis_client), 120, "every intent settled")
     finally:
         system.stop_all()
     print(f"stop times: { {k: round(v, 2) for k, v in stop_times.items()} }")

@@ -93,7 +93,7 @@ def test_shards_split_between_replicas_and_taken_over_when_one_dies(
         after = intent_sources(sessions, last_id)
         assert all(sources <= {"strategy-0"} for sources in after.values()), after
         system.stop("marketdata")
-        wait_for(lambda: settled(sessions), 120, "every intent settled")
+        wait_for(lambda: settled(sessions, redis_client), 120, "every intent settled")
     finally:
         system.stop_all()
     assert_no_intent_lost_or_doubled(sessions)
