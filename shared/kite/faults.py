@@ -144,14 +144,17 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
+        # Every fault a request meets is taken as it arrives: a delayed request its client
+        # abandoned must not wake later and consume a fault armed after it.
         delay = self.state.take("delay", method, path)
+        error = self.state.take("error", method, path)
+        lose = None if error is not None else self.state.take("lose", method, path)
         if delay is not None:
             await asyncio.sleep(delay.delay_ms / 1000)
-        error = self.state.take("error", method, path)
         if error is not None:
             await self._answer_error(error, send)
             return
-        if self.state.take("lose", method, path) is None:
+        if lose is None:
             await self.app(scope, receive, send)
             return
 

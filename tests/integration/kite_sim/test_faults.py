@@ -100,6 +100,19 @@ def test_delayed_responses(sim: SimProcess, kite: KiteConnect) -> None:
     assert sim.admin("GET", "/faults")["hits"]["delay"] == 2
 
 
+def test_an_abandoned_delayed_request_does_not_take_a_later_fault(sim: SimProcess,
+                                                                  kite: KiteConnect) -> None:
+    sim.admin("POST", "/faults/http", {"kind": "delay", "delay_ms": 1000})
+    impatient = KiteConnect(API_KEY, access_token=kite.access_token, root=sim.root, timeout=0.3)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        impatient.orders()
+    sim.admin("POST", "/faults/http", {"kind": "error", "paths": ["/orders"], "status": 500})
+    time.sleep(1.5)  # the abandoned request has long woken and been answered
+    assert "error" not in sim.admin("GET", "/faults")["hits"]
+    with pytest.raises(ex.GeneralException):
+        kite.orders()  # the fault armed after it is still there for the next request
+
+
 @pytest.mark.parametrize(("fault", "exc", "code"), [
     ({"status": 429}, ex.NetworkException, 429),
     ({"status": 500}, ex.GeneralException, 500),
