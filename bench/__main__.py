@@ -6,6 +6,7 @@ stderr; the figures alone go to stdout. ``python -m bench ingest strategy`` runs
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 import time
@@ -15,16 +16,20 @@ MODULES = ("ingest", "strategy", "execution", "execution_floor", "kite_sim", "ki
 
 
 def main(argv: list[str]) -> int:
-    chosen = argv or list(MODULES)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0],
+        epilog="Figures go to stdout, progress to stderr. Exit status 1 if any benchmark failed.")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all): {', '.join(MODULES)}")
+    chosen = parser.parse_args(argv).names or list(MODULES)
+    unknown = [name for name in chosen if name not in MODULES]
+    if unknown:
+        parser.error(f"no benchmark named {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     failed = 0
     for name in chosen:
         started = time.monotonic()
         print(f"[bench] {name} …", file=sys.stderr, flush=True)
-        try:
-            module = importlib.import_module(f"bench.{name}")
-        except ModuleNotFoundError:
-            print(f"[bench] {name}: not available yet", file=sys.stderr, flush=True)
-            continue
+        module = importlib.import_module(f"bench.{name}")
         try:
             figures = module.run()
         except Exception as exc:  # one broken benchmark must not hide the others' figures
@@ -33,7 +38,8 @@ def main(argv: list[str]) -> int:
             continue
         for figure, value, unit in figures:
             print(f"{figure}: {value:.6g} {unit}", flush=True)
-        print(f"[bench] {name} done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+        print(f"[bench] {name} done in {time.monotonic() - started:.1f}s", file=sys.stderr,
+              flush=True)
     return 1 if failed else 0
 
 
