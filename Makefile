@@ -23,6 +23,10 @@ test: install chromium  ## every test: unit, integration (real Redis + Postgres)
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
 
+lint: install  ## ruff (style, imports, bugbear) over everything; mypy over the code (not the tests)
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared services ratchet backtest bench
+
 bench: install  ## performance figures, one `name: value unit` line each
 	$(BIN)/python -m bench
 

@@ -63,7 +63,8 @@ class TimedPaperBroker(PaperBroker):
 def _intent(n: int, ts_ms: int) -> PlaceOrder:
     ladder = f"NSE:B{n:05d}:202611241000"
     return PlaceOrder(intent_id=f"bench:{ladder}:1:buy", strategy="bench", exchange="NSE",
-                      symbol=f"B{n:05d}", ladder_id=ladder, leg=1, ts_ms=ts_ms, qty=1, ref_price=10_000)
+                      symbol=f"B{n:05d}", ladder_id=ladder, leg=1, ts_ms=ts_ms, qty=1,
+                      ref_price=10_000)
 
 
 def publish(redis_url: str, rate: int, sent: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -86,7 +87,9 @@ def publish(redis_url: str, rate: int, sent: multiprocessing.Queue) -> None:  # 
     client.close()
 
 
-def serve(replica: int, redis_url: str, database_url: str, stop: Any, ready: Any, results: Any) -> None:
+def serve(
+    replica: int, redis_url: str, database_url: str, stop: Any, ready: Any, results: Any
+) -> None:
     """One execution replica as its own process, built as the service's composition root builds
     it (paper broker, intents consumer, relay worker); reports when each order reached the
     broker once ``stop`` is set."""
@@ -99,7 +102,8 @@ def serve(replica: int, redis_url: str, database_url: str, stop: Any, ready: Any
     broker = TimedPaperBroker(sessions, placements_engine(database_url,
                                                           settings.execution.broker_concurrency))
     budget = OrderBudget(client, 10, 400, 5000, enabled=False)
-    execution = Execution(sessions, broker, budget, settings, SessionRules(), FaultPoints(frozenset(), 0))
+    execution = Execution(sessions, broker, budget, settings, SessionRules(),
+                          FaultPoints(frozenset(), 0))
     relay = OutboxRelay(sessions, Publisher(client, "execution"), "execution")
     consumer = intents_consumer(client, execution, relay, settings)
     consumer.setup()
@@ -126,7 +130,8 @@ def measure(replicas: int, rate: int = RATE) -> tuple[float, float, float]:
     with embedded_servers() as (redis_url, database_url):
         stop, results, sent = context.Event(), context.Queue(), context.Queue()
         readies = [context.Event() for _ in range(replicas)]
-        services = [context.Process(target=serve, args=(n, redis_url, database_url, stop, readies[n], results))
+        services = [context.Process(target=serve, args=(n, redis_url, database_url, stop,
+                                                        readies[n], results))
                     for n in range(replicas)]
         for service in services:
             service.start()

@@ -67,6 +67,7 @@ def consume(redis_url: str, dsn: str, stop: Any, ready: Any, results: Any) -> No
     ready.set()
     while not stop.is_set():
         read = client.xreadgroup(GROUP, "floor-0", {streams.INTENTS: ">"}, count=50, block=100)
+        assert isinstance(read, list)  # RESP2: [[stream, entries]], empty when none
         if not read:
             continue
         entries = read[0][1]

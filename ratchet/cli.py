@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, load_settings
@@ -46,7 +44,9 @@ def service(
 ) -> None:
     """Run one service in the foreground (what `ratchet run`, compose and systemd start)."""
     if name not in SERVICE_NAMES:
-        raise typer.BadParameter(f"unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}")
+        raise typer.BadParameter(
+            f"unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}"
+        )
     module = importlib.import_module(f"services.{name}.main")
     module.main(load_settings())
 
@@ -107,7 +107,9 @@ def keys_create(
     expires = datetime.now(UTC) + timedelta(days=days) if days else None
     with _sessions().begin() as session:
         secret = create_api_key(session, name, role, expires)
-    typer.echo(f"created {role} key {name!r}" + (f", expires {expires:%Y-%m-%d}" if expires else ""))
+    typer.echo(
+        f"created {role} key {name!r}" + (f", expires {expires:%Y-%m-%d}" if expires else "")
+    )
     typer.echo(secret)
 
 
@@ -123,7 +125,9 @@ def keys_list() -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id shown by `ratchet keys list`")]) -> None:
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="the id shown by `ratchet keys list`")],
+) -> None:
     """Revoke a key at once."""
     from shared.auth import revoke_api_key
 
@@ -138,7 +142,9 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id shown by `rat
 def users_create(
     username: Annotated[str, typer.Argument()],
     role: Annotated[str, typer.Option(help="viewer | trader | admin")] = "viewer",
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
 ) -> None:
     """Create a dashboard user with an argon2-hashed password."""
     from shared.auth import create_user
@@ -159,4 +165,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

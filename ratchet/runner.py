@@ -140,7 +140,8 @@ class LocalSystem:
             "redis_url": self.settings.redis_url,
             "database_url": self.settings.database_url,
             "api": f"http://127.0.0.1:{self.settings.api_port}/",
-            "metrics": {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports.items()},
+            "metrics": {name: f"http://127.0.0.1:{port}/metrics"
+                        for name, port in self.metrics_ports.items()},
         }
         (self.home / "servers.json").write_text(json.dumps(servers, indent=2) + "\n")
 
@@ -177,7 +178,8 @@ class LocalSystem:
             while time.monotonic() < deadline and not self.stop_event.is_set():
                 for service in self.services.values():
                     if not service.alive():
-                        self.say(f"error: {service.name} exited during start-up; see {service.log_path}")
+                        self.say(f"error: {service.name} exited during start-up; "
+                                 f"see {service.log_path}")
                         return False
                 workers_ready = all(
                     client.exists(f"ratchet.ready.{name}.{self.settings.replica}")

@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 log = logging.getLogger("ratchet.servers")
 
@@ -191,7 +192,13 @@ class EmbeddedPostgres:
         self.start()
 
 
-def _drop_privileges(user: str | None) -> dict[str, object]:
+class _Privileges(TypedDict, total=False):
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _drop_privileges(user: str | None) -> _Privileges:
     """subprocess arguments that run a child as ``user`` with that user's own groups only."""
     if user is None:
         return {}

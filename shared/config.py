@@ -142,7 +142,9 @@ class Settings(BaseSettings):
 
     def require_redis_url(self) -> str:
         if not self.redis_url:
-            raise RuntimeError("RATCHET_REDIS_URL is not set (ratchet run sets it for its services)")
+            raise RuntimeError(
+                "RATCHET_REDIS_URL is not set (ratchet run sets it for its services)"
+            )
         return self.redis_url
 
     def require_database_url(self) -> str:

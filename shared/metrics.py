@@ -8,7 +8,7 @@ tick. Each service has its own registry and serves it on ``RATCHET_METRICS_PORT`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
@@ -43,7 +43,7 @@ def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = Non
 
 
 def labelled(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
-             label: str, values: dict[str, float]) -> Metric:
+             label: str, values: Mapping[str, float]) -> Metric:
     family = kind(name, doc, labels=[label])
     for key, value in sorted(values.items()):
         family.add_metric([key], value)
@@ -67,7 +67,7 @@ def stream_families(client: redis.Redis, names: Sequence[str]) -> Iterable[Metri
             group_name = _s(group["name"])
             pending.add_metric([name, group_name], group["pending"])
             behind = client.xlen(name) if group["last-delivered-id"] in (b"0-0", "0-0") else len(
-                client.xrange(name, min=f"({_s(group['last-delivered-id'])}", count=10_000))
+                client.xrange(name, min=f"({_s(group['last-delivered-id'])}", count=10_000) or [])
             lag.add_metric([name, group_name], behind)
     return [length, pending, lag]
 

@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
 from prometheus_client import CollectorRegistry
+from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,7 +40,7 @@ class ServiceRuntime:
         self._idle_in_transaction_s = idle_in_transaction_s
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._after_stop: list[Callable[[], None]] = []
+        self._after_stop: list[Callable[[], object]] = []
         self._failed = threading.Event()
         self._engine: Engine | None = None
         configure_logging(name, settings.log_level)
@@ -53,8 +53,8 @@ class ServiceRuntime:
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
 
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
+    def redis(self) -> Redis:
+        return Redis.from_url(
             self.settings.require_redis_url(), socket_timeout=30, health_check_interval=10
         )
 
@@ -77,7 +77,7 @@ class ServiceRuntime:
         self._threads.append(thread)
         thread.start()
 
-    def every(self, name: str, seconds: float, task: Callable[[], None]) -> None:
+    def every(self, name: str, seconds: float, task: Callable[[], object]) -> None:
         """Run ``task`` every ``seconds`` until stopped; a failing run is logged, not fatal."""
 
         def _loop(stop: threading.Event) -> None:
@@ -89,7 +89,7 @@ class ServiceRuntime:
 
         self.spawn(name, _loop)
 
-    def serve_metrics(self, client: redis.Redis, families: Families, stream_names: list[str]) -> None:
+    def serve_metrics(self, client: Redis, families: Families, stream_names: list[str]) -> None:
         """Serve this service's metrics (read at scrape time) on RATCHET_METRICS_PORT."""
         if not self.settings.metrics_port:
             return
@@ -99,7 +99,7 @@ class ServiceRuntime:
         serve(registry, self.settings.metrics_port, self.settings.metrics_host)
         log.info("metrics served", extra={"port": self.settings.metrics_port})
 
-    def announce_ready(self, client: redis.Redis, ttl_s: int = 15) -> None:
+    def announce_ready(self, client: Redis, ttl_s: int = 15) -> None:
         """Tell supervisors (``ratchet run``, probes) that this process is up and working."""
         key = f"ratchet.ready.{self.name}.{self.settings.replica}"
 
@@ -109,7 +109,7 @@ class ServiceRuntime:
         _beat()
         self.every("ready", ttl_s / 3, _beat)
 
-    def after_stop(self, task: Callable[[], None]) -> None:
+    def after_stop(self, task: Callable[[], object]) -> None:
         """Run ``task`` once, after every worker has finished (e.g. publish what the last batch
         committed); a failure is logged."""
         self._after_stop.append(task)

@@ -27,7 +27,7 @@ def paise(column: Any) -> Any:
     return cast(column * 100, BigInteger)
 
 
-def compile_pg(query: Select[Any]) -> str:
+def compile_pg(query: Select[*tuple[Any, ...]]) -> str:
     """SQL text of a parameterless query for psycopg (constants inlined)."""
     return str(
         query.compile(dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True})

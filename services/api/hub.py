@@ -54,6 +54,8 @@ REPLAY_LIMIT = 1000
 MAX_TICKS_PER_MESSAGE = 500
 STOP_TIMEOUT_S = 5.0
 
+Fields = dict[bytes | str, bytes | str] | None  # a stream entry's fields, as redis-py types them
+
 
 @dataclass(frozen=True)
 class HubOptions:
@@ -234,13 +236,14 @@ class Hub:
         except (RedisError, OSError):
             entries, oldest = [], []
             sub.offer(system("resync", reason="the event stream is unavailable; reload"))
-        trimmed = bool(oldest) and parse_entry_id(_s(oldest[0][0])) > start
+        assert entries is not None and oldest is not None  # XRANGE answers a list, maybe empty
+        trimmed = bool(oldest) and parse_entry_id(_id(oldest[0][0])) > start
         items: list[Outgoing] = []
         if len(entries) > REPLAY_LIMIT or trimmed:
             items.append(system("resync", reason="too far behind to replay; reload"))
         else:
             for raw_id, fields in entries:
-                message = _exec(_s(raw_id), fields)
+                message = _exec(_id(raw_id), fields)
                 if message is not None and sub.wants(message):
                     items.append(encode(message))
             items.append(system("replayed", count=len(items), after=after))
@@ -305,7 +308,7 @@ class Hub:
         ids = {}
         for stream in self.streams:
             last = await client.xrevrange(stream, count=1)
-            ids[stream] = _s(last[0][0]) if last else "0-0"
+            ids[stream] = _id(last[0][0]) if last else "0-0"
         return ids
 
     async def _tail(self) -> None:
@@ -317,7 +320,9 @@ class Hub:
                 if ids is None:
                     ids = await self._start_ids(client)
                 response = await client.xread(
-                    ids, count=self.options.read_count, block=self.options.block_ms
+                    # redis-py's dict[KeyT, StreamIdT] is invariant: no dict[str, str] fits
+                    ids,  # type: ignore[arg-type]
+                    count=self.options.read_count, block=self.options.block_ms,
                 )
             except (RedisError, OSError) as exc:
                 # Redis may come back empty or trimmed: follow from its ends again, and tell the
@@ -329,7 +334,8 @@ class Hub:
                         sub.offer(system("resync", reason="the event streams were away; reload"))
                 await asyncio.sleep(1.0)
                 continue
-            for raw_stream, entries in response or ():
+            assert isinstance(response, list)  # RESP2: [[stream, entries], ...], empty when none
+            for raw_stream, entries in response:
                 stream = _s(raw_stream)
                 if entries:
                     ids[stream] = _s(entries[-1][0])
@@ -372,7 +378,13 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _doc(fields: dict[bytes, bytes]) -> dict[str, Any]:
+def _id(value: bytes | str | None) -> str:
+    """An entry's id; redis-py allows None, which only XAUTOCLAIM answers (a deleted entry)."""
+    assert value is not None
+    return _s(value)
+
+
+def _doc(fields: Fields) -> dict[str, Any]:
     raw = fields.get(FIELD) if fields else None
     if raw is None:
         return {}
@@ -383,7 +395,7 @@ def _doc(fields: dict[bytes, bytes]) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _safe(convert: Any, fields: dict[bytes, bytes]) -> Message | None:
+def _safe(convert: Any, fields: Fields) -> Message | None:
     doc = _doc(fields)
     try:
         return convert(doc) if doc else None  # type: ignore[no-any-return]
@@ -391,7 +403,7 @@ def _safe(convert: Any, fields: dict[bytes, bytes]) -> Message | None:
         return None
 
 
-def _exec(entry_id: str, fields: dict[bytes, bytes]) -> Message | None:
+def _exec(entry_id: str, fields: Fields) -> Message | None:
     doc = _doc(fields)
     try:
         return exec_message(doc, entry_id) if doc else None

@@ -37,5 +37,6 @@ class ControlHandler:
             try:
                 self.execution.broker.cancel_order(order.broker_order_id)
             except BrokerError as exc:
-                log.warning("could not cancel entry", extra={"intent_id": order.intent_id, "error": str(exc)})
+                log.warning("could not cancel entry",
+                            extra={"intent_id": order.intent_id, "error": str(exc)})
         self.relay.flush()

@@ -15,8 +15,9 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, func, select, text, update
+from sqlalchemy import Select, String, Update, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -56,6 +57,13 @@ def emit(session: Session, payload: Payload, *, msg_id: str, ts_ms: int) -> None
     stage(session, streams.EXEC_EVENTS, payload, msg_id=msg_id, ts_ms=ts_ms, source=SOURCE)
 
 
+def rows_updated(session: Session, stmt: Update) -> int:
+    """Run an UPDATE; the number of rows it matched."""
+    result = session.execute(stmt)
+    assert isinstance(result, CursorResult)  # what an UPDATE returns, though typed as a Result
+    return result.rowcount
+
+
 def raise_alert(
     session: Session,
     level: AlertLevel,
@@ -79,12 +87,16 @@ def raise_alert(
         )
     )
     alert = Alert(
-        level=level, code=code, message=message, symbol=symbol, ladder_id=ladder_id, intent_id=intent_id
+        level=level, code=code, message=message, symbol=symbol, ladder_id=ladder_id,
+        intent_id=intent_id,
     )
-    emit(session, alert, msg_id=f"alert:{code}:{intent_id or ladder_id or symbol}:{ts_ms}", ts_ms=ts_ms)
+    emit(session, alert, msg_id=f"alert:{code}:{intent_id or ladder_id or symbol}:{ts_ms}",
+         ts_ms=ts_ms)
 
 
-def audit(session: Session, action: str, object_type: str, object_id: str, after: dict[str, Any]) -> None:
+def audit(
+    session: Session, action: str, object_type: str, object_id: str, after: dict[str, Any]
+) -> None:
     audit_all(session, [(action, object_type, object_id, after)])
 
 
@@ -100,10 +112,13 @@ def record_intent(session: Session, intent_id: str, kind: str, payload: dict[str
     return bool(record_intents(session, [(intent_id, kind, payload)]))
 
 
-def record_intents(session: Session, intents: Sequence[tuple[str, str, dict[str, Any]]]) -> set[str]:
+def record_intents(
+    session: Session, intents: Sequence[tuple[str, str, dict[str, Any]]]
+) -> set[str]:
     """Insert intents (id, type, payload) in one statement; those already there are left as
     they were. Returns the ids that were new."""
-    rows = {intent_id: {"intent_id": intent_id, "type": kind, "state": "RECORDED", "payload": payload}
+    rows = {intent_id: {"intent_id": intent_id, "type": kind, "state": "RECORDED",
+                        "payload": payload}
             for intent_id, kind, payload in intents}
     if not rows:
         return set()
@@ -242,10 +257,10 @@ def held_orders_updated_together(session: Session) -> Iterator[None]:
 
 def move_gtt(session: Session, gtt: Gtt, event: GttEvent, **values: Any) -> bool:
     target = advance_gtt(gtt.state, event)
-    result = session.execute(
-        update(Gtt).where(Gtt.id == gtt.id, Gtt.state == gtt.state).values(state=target, **values)
-    )
-    if result.rowcount:
+    if rows_updated(
+        session,
+        update(Gtt).where(Gtt.id == gtt.id, Gtt.state == gtt.state).values(state=target, **values),
+    ):
         gtt.state = target
         for key, value in values.items():
             setattr(gtt, key, value)
@@ -284,7 +299,7 @@ def clear_halts(session: Session, by: str, kinds: tuple[str, ...] | None = None)
     stmt = update(HaltRecord).where(HaltRecord.active.is_(True))
     if kinds:
         stmt = stmt.where(HaltRecord.kind.in_(kinds))
-    return session.execute(stmt.values(active=False, cleared_at=utcnow(), cleared_by=by)).rowcount
+    return rows_updated(session, stmt.values(active=False, cleared_at=utcnow(), cleared_by=by))
 
 
 def _exposure() -> Any:
@@ -420,11 +435,12 @@ def close_leg(
         return None
     entry = buy.average_price or buy.ref_price
     pnl = (to_rupees(exit_price) - entry) * buy.filled_qty
-    done = session.execute(
+    done = rows_updated(
+        session,
         update(Order)
         .where(Order.id == buy.id, Order.leg_closed_at.is_(None))
-        .values(leg_closed_at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC), realised_pnl=pnl)
-    ).rowcount
+        .values(leg_closed_at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC), realised_pnl=pnl),
+    )
     return buy if done else None
 
 
@@ -439,6 +455,7 @@ def live_gtt_states() -> list[str]:
 def pending_gtts(session: Session) -> list[Gtt]:
     return list(
         session.scalars(
-            select(Gtt).where(Gtt.state.in_([GttState.SUBMITTED, GttState.UNKNOWN])).order_by(Gtt.id)
+            select(Gtt).where(Gtt.state.in_([GttState.SUBMITTED, GttState.UNKNOWN]))
+            .order_by(Gtt.id)
         )
     )

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypedDict
 
 from sqlalchemy import String, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,9 +70,10 @@ from shared.store.models import Gtt, Instrument, Intent, Order
 log = logging.getLogger("ratchet.execution")
 
 
+# By symbol alone: the exchanges are sorted out after.
 _INSTRUMENTS = select(
     Instrument.exchange, Instrument.tradingsymbol, Instrument.tick_size, Instrument.freeze_qty
-).where(any_of(Instrument.tradingsymbol, "symbols", String()))  # the exchanges sorted out after
+).where(any_of(Instrument.__table__.c.tradingsymbol, "symbols", String()))
 
 
 _LOCK_SUBMITTED = (
@@ -87,13 +89,21 @@ RATE_LIMITED_PAUSE_S = 0.2  # after the broker's "too many requests", before sen
 
 
 def _log_intent(envelope: Envelope) -> None:
-    log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type, "from": envelope.source})
+    log.info("intent", extra={"intent_id": envelope.id, "type": envelope.type,
+                              "from": envelope.source})
 
 
 @dataclass(frozen=True)
 class InstrumentInfo:
     tick: int
     freeze_qty: int | None
+
+
+class _Known(TypedDict, total=False):
+    """What the broker's answer adds to an order's row, beside its state."""
+
+    broker_order_id: str
+    filled_qty: int
 
 
 class Execution:
@@ -198,12 +208,14 @@ class Execution:
         heard back)."""
         with self.sessions.begin() as session:
             ledger.lock_risk(session)
-            unique = list({i.intent_id: i for i in intents}.values())  # a re-sent copy in the same read
+            # a re-sent copy in the same read
+            unique = list({i.intent_id: i for i in intents}.values())
             orders = self._record_orders(session, unique)
             for order, intent in zip(orders, unique, strict=True):
                 if order.state in ORDER_TERMINAL:
                     self._answer_again(session, order, intent.ts_ms)
-            submitted = self._guard(session, [(o, i.ts_ms) for o, i in zip(orders, unique, strict=True)
+            submitted = self._guard(session, [(o, i.ts_ms)
+                                              for o, i in zip(orders, unique, strict=True)
                                               if o.state == OrderState.NEW])
         if submitted:
             self.faults.point("after_intent_commit")
@@ -213,12 +225,15 @@ class Execution:
         """Re-send a settled order's outcome under its first message id (consumers dedupe), for
         a producer whose first answer was lost (e.g. with the last second of a crashed Redis)."""
         if order.state == OrderState.FILLED:
-            price = to_paise(order.average_price if order.average_price is not None else order.ref_price)
-            ledger.emit(session, OrderFilled(**self._leg(order, ts_ms), order_id=order.broker_order_id or "",
+            price = to_paise(order.average_price if order.average_price is not None
+                             else order.ref_price)
+            ledger.emit(session, OrderFilled(**self._leg(order, ts_ms),
+                                             order_id=order.broker_order_id or "",
                                              side=order.side, qty=order.filled_qty, price=price),
                         msg_id=f"{order.intent_id}:filled", ts_ms=ts_ms)
         else:
-            ledger.emit(session, OrderRejected(**self._leg(order, ts_ms), reason=order.reason or order.state),
+            ledger.emit(session, OrderRejected(**self._leg(order, ts_ms),
+                                               reason=order.reason or order.state),
                         msg_id=f"{order.intent_id}:rejected", ts_ms=ts_ms)
 
     def exit_leg(self, intent: ExitLeg) -> None:
@@ -235,7 +250,8 @@ class Execution:
                 return
             gtt = ledger.gtt_of_leg(session, order.ladder_id, order.leg)
             if gtt is not None and gtt.state == GttState.TRIGGERED:
-                ledger.move_order(session, order, OrderEvent.REJECT, reason="leg already closed by its GTT")
+                ledger.move_order(session, order, OrderEvent.REJECT,
+                                  reason="leg already closed by its GTT")
                 return
             if gtt is not None and not gtt.delete_requested:
                 gtt.delete_requested = True
@@ -253,7 +269,9 @@ class Execution:
             ledger.insert_orders(session, [order])
             return order.id
 
-    def _record_orders(self, session: Session, intents: Sequence[PlaceOrder | ExitLeg]) -> list[Order]:
+    def _record_orders(
+        self, session: Session, intents: Sequence[PlaceOrder | ExitLeg]
+    ) -> list[Order]:
         """The order of each intent, in order: the stored one, or a new one (NEW) not stored
         yet, so that the guards settle its state before its single INSERT
         (:func:`ledger.insert_orders`). An entry is a buy that adds risk, an exit a sale."""
@@ -303,7 +321,9 @@ class Execution:
             self.faults.point("after_intent_commit")
             self.submit_orders(submitted)
 
-    def _guard(self, session: Session, orders: Sequence[tuple[Order, int]]) -> list[tuple[Order, int]]:
+    def _guard(
+        self, session: Session, orders: Sequence[tuple[Order, int]]
+    ) -> list[tuple[Order, int]]:
         """Run the guards on NEW orders, in order, against one risk picture that counts each
         order passed before the next is checked: REJECTED with its reason, or SUBMITTED; orders
         not stored yet are then inserted in that state. The caller holds the risk lock, so
@@ -322,10 +342,11 @@ class Execution:
                 check = self._order_check(order)
                 reason = check_order(check, state, limits)
                 if reason is not None:
-                    ledger.move_order(session, order, OrderEvent.REJECT, reason=f"guard: {reason.value}")
-                    self._emit_rejected(session, order, f"guard: {reason.value}", reason.value, ts_ms)
-                elif ledger.move_order(session, order, OrderEvent.SUBMIT, submitted_at=ledger.utcnow(),
-                                       attempts=1):
+                    why = f"guard: {reason.value}"
+                    ledger.move_order(session, order, OrderEvent.REJECT, reason=why)
+                    self._emit_rejected(session, order, why, reason.value, ts_ms)
+                elif ledger.move_order(session, order, OrderEvent.SUBMIT,
+                                       submitted_at=ledger.utcnow(), attempts=1):
                     count_order(check, state)
                     submitted.append((order, ts_ms))
         ledger.insert_orders(session, [o for o, _ in orders])
@@ -351,7 +372,8 @@ class Execution:
         limit = self.limits().daily_loss_limit_paise
         if loss_paise >= limit:
             ledger.halt(session, "daily_loss",
-                        f"realised loss today ₹{to_rupees(loss_paise)} reached the limit ₹{to_rupees(limit)}",
+                        f"realised loss today ₹{to_rupees(loss_paise)} reached the limit "
+                        f"₹{to_rupees(limit)}",
                         "execution")
             state.halted = True
         elif state.halted and ledger.clear_halts(
@@ -495,11 +517,13 @@ class Execution:
     def _apply(self, session: Session, order: Order, placed: BrokerOrder, ts_ms: int) -> None:
         if order.state in ORDER_TERMINAL:
             return
-        known = {} if order.broker_order_id is not None else {"broker_order_id": placed.order_id}
+        known: _Known = (
+            {} if order.broker_order_id is not None else {"broker_order_id": placed.order_id})
         partly_cancelled = placed.status == BrokerOrderStatus.CANCELLED and placed.filled_qty > 0
         if placed.status == BrokerOrderStatus.COMPLETE or partly_cancelled:
             # A partial fill whose rest was cancelled ends as FILLED with what did fill.
-            avg = placed.average_price if placed.average_price is not None else to_paise(order.ref_price)
+            avg = (placed.average_price if placed.average_price is not None
+                   else to_paise(order.ref_price))
             ledger.move_order(
                 session, order, OrderEvent.FILL, note=placed.status, **known,
                 filled_qty=min(placed.filled_qty, order.qty), average_price=to_rupees(avg),
@@ -510,7 +534,8 @@ class Execution:
             ledger.move_order(session, order, OrderEvent.REJECT, reason=reason, **known)
             self._emit_rejected(session, order, reason, None, ts_ms)
         elif placed.status == BrokerOrderStatus.CANCELLED:
-            ledger.move_order(session, order, OrderEvent.CANCEL, reason=placed.status_message, **known)
+            ledger.move_order(session, order, OrderEvent.CANCEL, reason=placed.status_message,
+                              **known)
             self._emit_rejected(session, order, "cancelled", None, ts_ms)
         elif order.state == OrderState.OPEN:
             if placed.filled_qty > order.filled_qty:  # a partial fill: progress, not an end
@@ -605,7 +630,8 @@ class Execution:
 
     def place_gtt(self, intent: PlaceGtt) -> None:
         with self.sessions.begin() as session:
-            ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
+            ledger.record_intent(session, intent.intent_id, intent.TYPE,
+                                 intent.model_dump(mode="json"))
             gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
             if gtt is None:
                 gtt = Gtt(
@@ -616,7 +642,8 @@ class Execution:
                     symbol=intent.symbol,
                     qty=intent.qty,
                     trigger_price=to_rupees(intent.trigger),
-                    desired_trigger=to_rupees(max(intent.trigger, self._asked_stop(session, intent))),
+                    desired_trigger=to_rupees(max(intent.trigger,
+                                                  self._asked_stop(session, intent))),
                     target_price=to_rupees(intent.target) if intent.target is not None else None,
                     last_price=to_rupees(intent.last_price),
                     state=GttState.NEW,
@@ -629,11 +656,13 @@ class Execution:
                     session,
                     GttPlaced(**self._gtt_leg(gtt, intent.ts_ms), trigger_id=gtt.trigger_id or "",
                               trigger=to_paise(gtt.trigger_price),
-                              target=to_paise(gtt.target_price) if gtt.target_price is not None else None),
+                              target=(to_paise(gtt.target_price)
+                                      if gtt.target_price is not None else None)),
                     msg_id=f"{gtt.intent_id}:placed", ts_ms=intent.ts_ms)
             if gtt.state != GttState.NEW:
                 return
-            state = ledger.risk_state(session, self._today_start(intent.ts_ms), exclude_gtt_id=gtt.id)
+            state = ledger.risk_state(session, self._today_start(intent.ts_ms),
+                                      exclude_gtt_id=gtt.id)
             reason = check_gtt_create(state, self.limits())
             if reason is not None:
                 ledger.move_gtt(session, gtt, GttEvent.REJECT, reason=reason.value)
@@ -666,7 +695,8 @@ class Execution:
         except BrokerRejected as exc:
             with self.sessions.begin() as session:
                 row = session.get(Gtt, gtt_id)
-                refused = row is not None and ledger.move_gtt(session, row, GttEvent.REJECT, reason=str(exc))
+                refused = row is not None and ledger.move_gtt(session, row, GttEvent.REJECT,
+                                                              reason=str(exc))
             if refused and row is not None:
                 self.exit_unprotected(row, f"the broker refused its stop: {exc}", ts_ms)
             return
@@ -689,7 +719,8 @@ class Execution:
                 session,
                 GttPlaced(**self._gtt_leg(gtt, ts_ms), trigger_id=trigger_id,
                           trigger=to_paise(gtt.trigger_price),
-                          target=to_paise(gtt.target_price) if gtt.target_price is not None else None),
+                          target=(to_paise(gtt.target_price)
+                                  if gtt.target_price is not None else None)),
                 msg_id=f"{gtt.intent_id}:placed",
                 ts_ms=ts_ms,
             )
@@ -707,7 +738,8 @@ class Execution:
 
     def modify_gtt(self, intent: ModifyGtt) -> None:
         with self.sessions.begin() as session:
-            if not ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json")):
+            if not ledger.record_intent(session, intent.intent_id, intent.TYPE,
+                                        intent.model_dump(mode="json")):
                 pass  # redelivered: the sync below is idempotent
             gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
             if gtt is None:
@@ -721,7 +753,8 @@ class Execution:
 
     def delete_gtt(self, intent: DeleteGtt) -> None:
         with self.sessions.begin() as session:
-            ledger.record_intent(session, intent.intent_id, intent.TYPE, intent.model_dump(mode="json"))
+            ledger.record_intent(session, intent.intent_id, intent.TYPE,
+                                 intent.model_dump(mode="json"))
             gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
             if gtt is None:
                 return
@@ -750,12 +783,14 @@ class Execution:
             except BrokerRejected:
                 return  # not active any more (triggered): the reconciler records the exit
             except BrokerError as exc:  # unreachable, expired session: the reconciler retries
-                log.warning("GTT delete deferred", extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
+                log.warning("GTT delete deferred",
+                            extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
                 return
             with self.sessions.begin() as session:
                 row = session.get(Gtt, gtt_id)
                 if row is not None and ledger.move_gtt(session, row, GttEvent.DELETE):
-                    ledger.emit(session, GttDeleted(**self._gtt_leg(row, ts), trigger_id=gtt.trigger_id),
+                    ledger.emit(session,
+                                GttDeleted(**self._gtt_leg(row, ts), trigger_id=gtt.trigger_id),
                                 msg_id=f"{row.intent_id}:deleted", ts_ms=ts)
             return
         if gtt.desired_trigger > gtt.trigger_price:
@@ -765,18 +800,21 @@ class Execution:
             except BrokerRejected:
                 return
             except BrokerError as exc:  # unreachable, expired session: the reconciler retries
-                log.warning("GTT raise deferred", extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
+                log.warning("GTT raise deferred",
+                            extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
                 return
             with self.sessions.begin() as session:
-                done = session.execute(
+                done = ledger.rows_updated(
+                    session,
                     update(Gtt)
                     .where(Gtt.id == gtt_id, Gtt.trigger_price == gtt.trigger_price)
-                    .values(trigger_price=desired)
-                ).rowcount
+                    .values(trigger_price=desired),
+                )
                 if done:
                     ledger.emit(
                         session,
-                        GttModified(**self._gtt_leg(gtt, ts), trigger_id=gtt.trigger_id, trigger=to_paise(desired)),
+                        GttModified(**self._gtt_leg(gtt, ts), trigger_id=gtt.trigger_id,
+                                    trigger=to_paise(desired)),
                         msg_id=f"{gtt.ladder_id}:{gtt.leg}:stop@{to_paise(desired)}",
                         ts_ms=ts,
                     )
@@ -802,8 +840,8 @@ class Execution:
             status = child.status if child is not None else "missing"
             ledger.raise_alert(
                 session, AlertLevel.CRITICAL, "gtt_child_unfilled",
-                f"the stop of {gtt.symbol} leg {gtt.leg} triggered but its limit order is {status}; "
-                f"exiting {qty} at market",
+                f"the stop of {gtt.symbol} leg {gtt.leg} triggered but its limit order is "
+                f"{status}; exiting {qty} at market",
                 ts_ms=ts_ms, symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=gtt.intent_id,
             )
         self._exit_at_market(gtt, qty, ExitReason.GTT_UNFILLED, ts_ms)
@@ -845,7 +883,8 @@ class Execution:
             ledger.emit(
                 session,
                 LegClosed(**self._gtt_leg(gtt, ts_ms), qty=exit_order.filled_qty or gtt.qty,
-                          exit_price=price, reason=ExitReason.TARGET if is_target else ExitReason.STOP),
+                          exit_price=price,
+                          reason=ExitReason.TARGET if is_target else ExitReason.STOP),
                 msg_id=f"{gtt.ladder_id}:{gtt.leg}:closed",
                 ts_ms=ts_ms,
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -91,7 +92,8 @@ class Reconciler:
             pending = list(
                 session.scalars(
                     select(Order)
-                    .where(Order.state.in_([OrderState.SUBMITTED, OrderState.UNKNOWN, OrderState.OPEN]))
+                    .where(Order.state.in_(
+                        [OrderState.SUBMITTED, OrderState.UNKNOWN, OrderState.OPEN]))
                     .order_by(Order.id)
                 )
             )
@@ -173,7 +175,8 @@ class Reconciler:
                 .where(Gtt.state == GttState.TRIGGERED, Order.side == "BUY",
                        Order.state == OrderState.FILLED, Order.leg_closed_at.is_(None))
             ))
-            known_ids = set(session.scalars(select(Gtt.trigger_id).where(Gtt.trigger_id.is_not(None))))
+            known_ids = set(session.scalars(
+                select(Gtt.trigger_id).where(Gtt.trigger_id.is_not(None))))
         if not ours and not following:
             return
         at_broker = {g.trigger_id: g for g in self.broker.gtts()}
@@ -203,7 +206,9 @@ class Reconciler:
                 self.execution.submit_gtt(gtt.id, self.now_ms())
 
     @staticmethod
-    def _match(gtt: Gtt, candidates, known_ids: set[str]) -> BrokerGtt | None:  # noqa: ANN001
+    def _match(
+        gtt: Gtt, candidates: Iterable[BrokerGtt], known_ids: set[str | None]
+    ) -> BrokerGtt | None:
         triggers = {to_paise(gtt.trigger_price), to_paise(gtt.desired_trigger)}
         adoptable = (GttStatus.ACTIVE, GttStatus.TRIGGERED)
         for cand in sorted(candidates, key=lambda c: c.status != GttStatus.ACTIVE):
@@ -225,7 +230,8 @@ class Reconciler:
                 ledger.raise_alert(
                     session, AlertLevel.CRITICAL, "gtt_missing",
                     f"the stop of {gtt.symbol} leg {gtt.leg} is not live at the broker",
-                    ts_ms=self.now_ms(), symbol=gtt.symbol, ladder_id=gtt.ladder_id, intent_id=gtt.intent_id,
+                    ts_ms=self.now_ms(), symbol=gtt.symbol, ladder_id=gtt.ladder_id,
+                    intent_id=gtt.intent_id,
                 )
             return
         if at_broker.status == GttStatus.TRIGGERED:
@@ -244,12 +250,14 @@ class Reconciler:
                 ledger.move_gtt(session, row, GttEvent.TRIGGER)
                 ledger.emit(
                     session,
-                    GttTriggered(**self.execution._gtt_leg(row, ts_ms), trigger_id=at_broker.trigger_id,
+                    GttTriggered(**self.execution._gtt_leg(row, ts_ms),
+                                 trigger_id=at_broker.trigger_id,
                                  price=to_paise(row.trigger_price)),
                     msg_id=f"{row.intent_id}:triggered",
                     ts_ms=ts_ms,
                 )
-        child = self.broker.order(at_broker.triggered_order_id) if at_broker.triggered_order_id else None
+        child = (self.broker.order(at_broker.triggered_order_id)
+                 if at_broker.triggered_order_id else None)
         if child is not None and child.status == BrokerOrderStatus.COMPLETE:
             self.execution.record_gtt_exit(gtt_id, child, ts_ms)
             return
@@ -264,7 +272,8 @@ class Reconciler:
         if gtt is None or gtt.state != GttState.TRIGGERED:
             return
         timeout = timedelta(seconds=self.execution.settings.execution.gtt_child_timeout_s)
-        failed = child is None or child.status in (BrokerOrderStatus.REJECTED, BrokerOrderStatus.CANCELLED)
+        failed = child is None or child.status in (BrokerOrderStatus.REJECTED,
+                                                   BrokerOrderStatus.CANCELLED)
         if not failed and ledger.utcnow() - gtt.updated_at < timeout:
             return  # give the limit order its time
         if child is not None and child.status == BrokerOrderStatus.OPEN:

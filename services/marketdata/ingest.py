@@ -105,7 +105,8 @@ class Ingestor:
                     raise ValueError("price and time must be positive integers")
             except (TypeError, ValueError) as exc:
                 self.stats.rejected += 1
-                log.warning("malformed tick dropped", extra={"tick": repr(raw)[:200], "error": str(exc)})
+                log.warning("malformed tick dropped",
+                            extra={"tick": repr(raw)[:200], "error": str(exc)})
                 continue
             agg = state.aggregator
             late_before = agg.dropped_late + agg.dropped_outside
@@ -184,11 +185,13 @@ class Ingestor:
                 approximate=True,
             )
         if ltp:
-            pipe.hset(streams.LTP_HASH, mapping=ltp)
+            # redis-py's Mapping[FieldT, EncodableT] has an invariant key: no dict[str, bytes] fits
+            pipe.hset(streams.LTP_HASH, mapping=ltp)  # type: ignore[arg-type]
         for candle in candles:
             pipe.xadd(
                 streams.CANDLES,
-                {FIELD: encode(candle, msg_id=f"c:{candle.exchange}:{candle.symbol}:{candle.start_ms}",
+                {FIELD: encode(candle,
+                               msg_id=f"c:{candle.exchange}:{candle.symbol}:{candle.start_ms}",
                                ts_ms=candle.end_ms, source=self.source)},
                 maxlen=100_000,
                 approximate=True,

@@ -185,7 +185,8 @@ def main(settings: Settings) -> None:
             "clock_ms": feed.clock.now_ms, "speed": settings.sim_speed, "symbols": len(feed.paths)})
         runtime.spawn("feed", lambda stop: feed.run(stop, ingestor.on_frame, ingestor.on_clock))
     else:
-        runtime.spawn("replay", lambda stop: start_replay(settings, client, sessions, ingestor, stop))
+        runtime.spawn("replay",
+                      lambda stop: start_replay(settings, client, sessions, ingestor, stop))
     runtime.every("stats", 30.0, lambda: log.info("ingest", extra=vars(ingestor.stats)))
     runtime.serve_metrics(client, lambda: metrics.families(ingestor.stats),
                           [*streams.all_tick_streams(settings.tick_shards), streams.CANDLES])

@@ -39,7 +39,9 @@ def instrument_loader(
 
     def load(symbol: str) -> tuple[str, int, list[Bar]] | None:
         with sessions() as session:
-            inst = session.scalars(select(Instrument).where(Instrument.tradingsymbol == symbol)).first()
+            inst = session.scalars(
+                select(Instrument).where(Instrument.tradingsymbol == symbol)
+            ).first()
             if inst is None:
                 return None
             rows = session.scalars(
@@ -89,7 +91,9 @@ class InstrumentTokens:
 
     def refresh(self) -> None:
         with self.sessions() as session:
-            self.tokens = dict(session.execute(select(Instrument.tradingsymbol, Instrument.token)).all())
+            self.tokens = dict(
+                session.execute(select(Instrument.tradingsymbol, Instrument.token)).all()
+            )
 
     def token_of(self, symbol: str) -> int | None:
         if symbol not in self.tokens:
@@ -125,8 +129,9 @@ def main(settings: Settings) -> None:
         start={s: "$" for s in streams.all_tick_streams(shards)},
     )
     market = StreamConsumer(  # candles and execution events, all of them, kept if ours
-        client, [streams.CANDLES, streams.EXEC_EVENTS], streams.replica_group(NAME, settings.replica),
-        consumer_name, service.handle, dead_letter_after=settings.dead_letter_after, batch=500,
+        client, [streams.CANDLES, streams.EXEC_EVENTS],
+        streams.replica_group(NAME, settings.replica), consumer_name, service.handle,
+        dead_letter_after=settings.dead_letter_after, batch=500,
         before_ack=service.flush, after_batch=relay.flush,
     )
     control = StreamConsumer(
@@ -150,7 +155,8 @@ def main(settings: Settings) -> None:
     runtime.every("outbox", 0.2, relay.flush)
     runtime.every("flush-highs", 5.0, service.flush_dirty)
     runtime.every("resend", 5.0, service.resend_unanswered)
-    runtime.every("sweep", settings.strategy.sweep_seconds, Sweep(service, client, sessions).run_once)
+    runtime.every("sweep", settings.strategy.sweep_seconds,
+                  Sweep(service, client, sessions).run_once)
     runtime.announce_ready(client)
     runtime.wait()
     owner.membership.leave()

@@ -133,7 +133,8 @@ class StrategyService:
                 if self._load(symbol, states.get(symbol), before_ms=None):
                     self.engine_symbols.add(symbol)
             self.flush()
-            log.info("symbols adopted", extra={"symbols": len(symbols), "ladders": len(self.engine.ladders())})
+            log.info("symbols adopted", extra={"symbols": len(symbols),
+                                               "ladders": len(self.engine.ladders())})
             return [lad.ladder_id for lad in self.engine.ladders() if lad.symbol in set(symbols)]
 
     def forget(self, symbols: list[str]) -> None:
@@ -148,7 +149,8 @@ class StrategyService:
                 self.engine_symbols.discard(symbol)
                 self.dirty.discard(symbol)
                 self.last_bar.pop(symbol, None)
-                for intent_id in [k for k, a in self.awaiting.items() if getattr(a.payload, "symbol", "") == symbol]:
+                for intent_id in [k for k, a in self.awaiting.items()
+                                  if getattr(a.payload, "symbol", "") == symbol]:
                     self.awaiting.pop(intent_id, None)
 
     def known(self, symbol: str, before_ms: int | None = None) -> bool:
@@ -166,11 +168,13 @@ class StrategyService:
         """Unanswered entries of a restored ladder are re-sent (same ids) after the timeout."""
         for leg in ladder.legs.values():
             if leg.state is LegState.PENDING:
-                decision = EnterLeg(ladder.ladder_id, ladder.symbol, ladder.exchange, leg.leg, leg.qty,
-                                    leg.ref_price, leg.signal_ms,
-                                    intent_id(self.name, ladder.exchange, ladder.symbol, ladder.key,
-                                              leg.leg, "buy"))
-                self.awaiting[decision.intent_id] = Awaiting(self._intent(decision), time.monotonic())
+                decision = EnterLeg(ladder.ladder_id, ladder.symbol, ladder.exchange, leg.leg,
+                                    leg.qty, leg.ref_price, leg.signal_ms,
+                                    intent_id(self.name, ladder.exchange, ladder.symbol,
+                                              ladder.key, leg.leg, "buy"))
+                intent = self._intent(decision)
+                assert intent is not None  # an EnterLeg always makes a PlaceOrder
+                self.awaiting[decision.intent_id] = Awaiting(intent, time.monotonic())
 
     # --- stream handlers -------------------------------------------------------------------------
 
@@ -185,7 +189,8 @@ class StrategyService:
             elif isinstance(payload, OrderFilled | OrderRejected | LegClosed | GttPlaced):
                 if self.owns(payload.symbol):
                     self.on_exec_event(payload)
-            elif isinstance(payload, ExitRequested | Flatten | StrategyStart | StrategyStop | ParamsChanged):
+            elif isinstance(payload, ExitRequested | Flatten | StrategyStart | StrategyStop
+                            | ParamsChanged):
                 self.on_control(payload)
 
     def on_ticks(self, payload: Ticks) -> None:
@@ -219,7 +224,9 @@ class StrategyService:
     def _drop_unsent_ladder(self, symbol: str) -> None:
         """Strategy stopped: a signal does not open a ladder (open ladders keep trailing)."""
         ladder = self.engine.active_ladder(symbol)
-        if ladder is not None and all(leg.state is LegState.PENDING for leg in ladder.legs.values()):
+        if ladder is not None and all(
+            leg.state is LegState.PENDING for leg in ladder.legs.values()
+        ):
             self.engine.on_entry_rejected(ladder.ladder_id, 1, 0)
 
     def on_exec_event(self, event: OrderFilled | OrderRejected | LegClosed | GttPlaced) -> None:
@@ -228,13 +235,14 @@ class StrategyService:
         ladder = engine.ladder(event.ladder_id)
         if isinstance(event, OrderFilled) and event.side == Side.BUY:
             self.awaiting.pop(event.intent_id, None)
-            decisions = engine.on_entry_filled(event.ladder_id, event.leg, event.price, event.qty, event.ts_ms)
+            decisions = engine.on_entry_filled(event.ladder_id, event.leg, event.price, event.qty,
+                                               event.ts_ms)
         elif isinstance(event, OrderRejected):
             self.awaiting.pop(event.intent_id, None)
             decisions = engine.on_entry_rejected(event.ladder_id, event.leg, event.ts_ms)
         elif isinstance(event, LegClosed):
-            decisions = engine.on_leg_closed(event.ladder_id, event.leg, event.exit_price, event.ts_ms,
-                                             event.reason.value)
+            decisions = engine.on_leg_closed(event.ladder_id, event.leg, event.exit_price,
+                                             event.ts_ms, event.reason.value)
         elif isinstance(event, GttPlaced):
             self.awaiting.pop(event.intent_id, None)
             with self.sessions.begin() as session:
@@ -251,8 +259,8 @@ class StrategyService:
         elif isinstance(payload, ParamsChanged) and payload.section == "strategy":
             self.apply_params(payload)
         elif isinstance(payload, Flatten):
-            for ladder in self.engine.ladders():
-                self._exit_ladder(ladder, ExitReason.FLATTEN)
+            for lad in self.engine.ladders():
+                self._exit_ladder(lad, ExitReason.FLATTEN)
         elif isinstance(payload, ExitRequested):
             ladder = self.engine.ladder(payload.ladder_id)
             if ladder is not None:
@@ -280,7 +288,8 @@ class StrategyService:
             if only_leg is not None and leg.leg != only_leg:
                 continue
             intents.append(ExitLeg(
-                intent_id=intent_id(self.name, ladder.exchange, ladder.symbol, ladder.key, leg.leg, "exit"),
+                intent_id=intent_id(self.name, ladder.exchange, ladder.symbol, ladder.key,
+                                    leg.leg, "exit"),
                 strategy=self.name, exchange=ladder.exchange, symbol=ladder.symbol,
                 ladder_id=ladder.ladder_id, leg=leg.leg, ts_ms=leg.entry_ms or 0, qty=leg.qty,
                 ref_price=leg.highest, reason=reason,
@@ -320,7 +329,8 @@ class StrategyService:
                     session, self.name, [(lad, _phase(lad)) for lad in self._ladders.values()]
                 )
                 persistence.save_symbols(session, self.name, [
-                    (sym, self.last_bar.get(sym), self.engine.active_ladder(sym)) for sym in self._symbols
+                    (sym, self.last_bar.get(sym), self.engine.active_ladder(sym))
+                    for sym in self._symbols
                 ])
             self.intents_sent += len(self._intents)
             self._intents.clear()

@@ -62,7 +62,9 @@ class Membership:
 
     def members(self) -> list[str]:
         keys = self.client.keys(MEMBER_PREFIX + "*")
-        return sorted((k.decode() if isinstance(k, bytes) else k)[len(MEMBER_PREFIX):] for k in keys)
+        return sorted(
+            (k.decode() if isinstance(k, bytes) else k)[len(MEMBER_PREFIX):] for k in keys
+        )
 
     def leave(self) -> None:
         """A clean stop: the others may take this replica's shards at their next beat."""
@@ -149,7 +151,9 @@ class ShardOwner:
         applied, start = 0, "-"
         while True:
             entries = self.client.xrange(streams.EXEC_EVENTS, min=start, count=chunk)
+            assert entries is not None  # XRANGE answers a list, maybe empty
             for _entry_id, fields in entries:
+                assert fields is not None  # None only in XAUTOCLAIM's answer (a deleted entry)
                 payload = decode(fields[FIELD]).payload
                 if isinstance(payload, OrderFilled | OrderRejected | LegClosed | GttPlaced) \
                         and payload.ladder_id in ladders:
@@ -159,6 +163,7 @@ class ShardOwner:
             if len(entries) < chunk:
                 break
             last = entries[-1][0]
+            assert last is not None
             start = "(" + (last.decode() if isinstance(last, bytes) else last)
         self.service.flush()
         return applied

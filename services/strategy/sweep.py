@@ -23,7 +23,9 @@ log = logging.getLogger("ratchet.strategy")
 
 
 class Sweep:
-    def __init__(self, service: StrategyService, client: redis.Redis, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, service: StrategyService, client: redis.Redis, sessions: sessionmaker[Session]
+    ) -> None:
         self.service = service
         self.client = client
         self.sessions = sessions
@@ -33,7 +35,8 @@ class Sweep:
     def run_once(self) -> int:
         """Check every open leg; return the number of new alerts."""
         with self.service.lock:
-            legs = [(ladder, leg) for ladder in self.service.engine.ladders() for leg in ladder.open_legs()]
+            legs = [(ladder, leg) for ladder in self.service.engine.ladders()
+                    for leg in ladder.open_legs()]
         if not legs:
             self._suspect.clear()
             return 0
@@ -55,15 +58,17 @@ class Sweep:
                 price = int(orjson.loads(raw)["price"])
                 if price <= leg.stop:
                     problems.append(("stop_not_triggered", AlertLevel.CRITICAL,
-                                     f"{ladder.symbol} leg {leg.leg}: price {price / 100:.2f} is at or "
-                                     f"below its stop {leg.stop / 100:.2f} and the leg is still open"))
+                                     f"{ladder.symbol} leg {leg.leg}: price {price / 100:.2f} is "
+                                     f"at or below its stop {leg.stop / 100:.2f} and the leg is "
+                                     "still open"))
             for code, level, message in problems:
                 key = f"{trade_id}:{code}:{leg.stop}"
                 suspect.add(key)
                 if key in self._suspect and key not in self._reported:
                     self._reported.add(key)
-                    found.append(AlertRecord(level=level, code=code, message=message, symbol=ladder.symbol,
-                                             ladder_id=ladder.ladder_id, source="strategy"))
+                    found.append(AlertRecord(level=level, code=code, message=message,
+                                             symbol=ladder.symbol, ladder_id=ladder.ladder_id,
+                                             source="strategy"))
         self._suspect = suspect
         if found:
             with self.sessions.begin() as session:

@@ -36,7 +36,7 @@ BatchHandler = Callable[[str, list[tuple[str, Envelope]]], None]
 """batch_handler(stream, [(entry_id, envelope), ...]): apply every entry's effect durably, or
 raise, in which case each entry is handled again on its own by the single-entry handler."""
 
-BatchHook = Callable[[], None]
+BatchHook = Callable[[], object]  # what it returns is ignored
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str, start: str = "0") -> None:
@@ -114,11 +114,12 @@ class StreamConsumer:
             count=self.batch,
             block=block,
         )
+        assert isinstance(resp, list)  # RESP2: [[stream, entries], ...], empty when none
         if start_id == "0":
             # Own pending list drained: nothing left to retry until a handler fails again.
             if not resp or all(not entries for _, entries in resp):
                 self._retry_own = False
-        return [(_s(stream), entries) for stream, entries in (resp or [])]
+        return [(_s(stream), entries) for stream, entries in resp]
 
     def _claim_stale(self) -> int:
         total = 0

@@ -17,7 +17,7 @@ GROUP_EXECUTION = "execution"
 GROUP_API = "api"
 
 # Redis keys that are not streams.
-LTP_HASH = "md.ltp"  # field "EXCHANGE:SYMBOL", value JSON {"token", "price" (paise), "ts_ms", "volume"}
+LTP_HASH = "md.ltp"  # "EXCHANGE:SYMBOL" -> JSON {"token", "price" (paise), "ts_ms", "volume"}
 FEED_HEARTBEAT = "md.feed.heartbeat"  # feed clock (event ms) and wall time of the last frame
 
 

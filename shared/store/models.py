@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -32,6 +33,7 @@ Price = Numeric(14, 2)
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    __table__: ClassVar[Table]  # every model maps a Table (typed as any FromClause otherwise)
 
 
 def _created() -> Mapped[datetime]:
@@ -153,7 +155,8 @@ class Order(Base):
     )
     __table_args__ = (
         # The guards' risk picture: the legs closed today (migration 0003).
-        Index("ix_orders_leg_closed_at", "leg_closed_at", postgresql_where=text("leg_closed_at IS NOT NULL")),
+        Index("ix_orders_leg_closed_at", "leg_closed_at",
+              postgresql_where=text("leg_closed_at IS NOT NULL")),
     )
 
 
@@ -202,7 +205,8 @@ class Gtt(Base):
 class HaltRecord(Base):
     __tablename__ = "halts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))  # kill_switch daily_loss reconciliation stale_feed
+    # kill_switch daily_loss reconciliation stale_feed
+    kind: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(Text)
     by: Mapped[str] = mapped_column(String(80))
     active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)

@@ -25,7 +25,9 @@ class ServiceProcesses:
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, label: str | None = None, **extra_env: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, label: str | None = None, **extra_env: str
+    ) -> subprocess.Popen[bytes]:
         """Start service ``name``; ``label`` tells replicas of one service apart."""
         label = label or name
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -109,8 +111,8 @@ def assert_no_intent_lost_or_doubled(sessions: sessionmaker[Session]) -> int:
     sent = scalar(sessions, "SELECT count(DISTINCT msg_id) FROM outbox WHERE source = 'strategy' "
                             "AND data LIKE '{\"type\":\"PlaceOrder\"%'")
     assert sent > 0 and scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY'") == sent
-    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
-                            "GROUP BY tag HAVING count(*) > 1) d") == 0
+    assert scalar(sessions, "SELECT count(*) FROM (SELECT tag FROM paper_orders "
+                            "WHERE tag IS NOT NULL GROUP BY tag HAVING count(*) > 1) d") == 0
     assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'FILLED' AND NOT EXISTS "
                             "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
     return sent

@@ -29,13 +29,30 @@ from sqlalchemy import text
 from ratchet.servers import EmbeddedPostgres, EmbeddedRedis
 from shared.broker_tokens import KEY_ENV, TokenStore, new_key
 from shared.contracts import streams
-from shared.contracts.messages import FIELD, GttPlaced, LegClosed, OrderFilled, OrderRejected, PlaceGtt, PlaceOrder, decode, encode
+from shared.contracts.messages import (
+    FIELD,
+    GttPlaced,
+    LegClosed,
+    OrderFilled,
+    OrderRejected,
+    PlaceGtt,
+    PlaceOrder,
+    decode,
+    encode,
+)
 from shared.domain.money import price_below, to_paise
 from shared.store.db import make_engine, make_sessions
 from shared.store.migrate import upgrade
 from tests.conftest import private_dir
 from tests.e2e.harness import ServiceProcesses
-from tests.integration.kite.kite_helpers import API_KEY, API_SECRET, START_DAY, Sim, ist_ms, wait_for
+from tests.integration.kite.kite_helpers import (
+    API_KEY,
+    API_SECRET,
+    START_DAY,
+    Sim,
+    ist_ms,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -77,9 +94,9 @@ class Producer:
                 return
             symbol = self.symbols[n % len(self.symbols)]
             ladder = f"NSE:{symbol}:{n:06d}"
-            self.publish(PlaceOrder(intent_id=f"chaos:{ladder}:1:buy", strategy="chaos", exchange="NSE",
-                                    symbol=symbol, ladder_id=ladder, leg=1, ts_ms=ts, qty=1,
-                                    ref_price=self.prices[symbol]))
+            self.publish(PlaceOrder(intent_id=f"chaos:{ladder}:1:buy", strategy="chaos",
+                                    exchange="NSE", symbol=symbol, ladder_id=ladder, leg=1,
+                                    ts_ms=ts, qty=1, ref_price=self.prices[symbol]))
             time.sleep(1 / per_second)
 
     def follow(self) -> None:
@@ -98,7 +115,8 @@ class Producer:
             if time.monotonic() - last_resend > 5:
                 last_resend = time.monotonic()
                 for intent_id, intent in list(self.sent.items()):
-                    if intent_id not in self.answered and time.monotonic() - self.last_sent[intent_id] > 10:
+                    if (intent_id not in self.answered
+                            and time.monotonic() - self.last_sent[intent_id] > 10):
                         self.publish(intent)
 
     def on_event(self, event: object) -> None:
@@ -107,8 +125,9 @@ class Producer:
             self.fills[event.ladder_id] = event
             gtt_id = f"chaos:{event.ladder_id}:1:gtt"
             if gtt_id not in self.sent:
-                self.publish(PlaceGtt(intent_id=gtt_id, strategy="chaos", exchange="NSE", symbol=event.symbol,
-                                      ladder_id=event.ladder_id, leg=1, ts_ms=event.ts_ms, qty=event.qty,
+                self.publish(PlaceGtt(intent_id=gtt_id, strategy="chaos", exchange="NSE",
+                                      symbol=event.symbol, ladder_id=event.ladder_id, leg=1,
+                                      ts_ms=event.ts_ms, qty=event.qty,
                                       trigger=price_below(event.price, 25_000, 5), target=None,
                                       last_price=event.price))
         elif isinstance(event, OrderRejected):
@@ -136,7 +155,8 @@ def test_chaos_two_replicas_against_the_kite_simulator() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATCHET_")}
     env.update(RATCHET_REDIS_URL=rds.url, RATCHET_DATABASE_URL=pg.url, RATCHET_HOME=str(home),
                RATCHET_BROKER="kite", RATCHET_KITE_ROOT=sim.root, RATCHET_KITE_WS_ROOT=sim.ws_root,
-               RATCHET_KITE_API_KEY=API_KEY, RATCHET_KITE_API_SECRET=API_SECRET, PYTHONUNBUFFERED="1",
+               RATCHET_KITE_API_KEY=API_KEY, RATCHET_KITE_API_SECRET=API_SECRET,
+               PYTHONUNBUFFERED="1",
                RATCHET_EXECUTION__UNKNOWN_SETTLE_S="2", RATCHET_EXECUTION__GTT_CHILD_TIMEOUT_S="2",
                RATCHET_RISK__MAX_OPEN_LEGS="1000", RATCHET_RISK__MAX_CAPITAL="100000000",
                RATCHET_RISK__DAILY_LOSS_LIMIT="100000000", **{KEY_ENV: key})
@@ -202,14 +222,16 @@ def test_chaos_two_replicas_against_the_kite_simulator() -> None:
                                               "('NEW','SUBMITTED','UNKNOWN')")).scalar_one()
             buys = [i for i in producer.sent if i.endswith(":buy")]
             gtts = [i for i in producer.sent if i.endswith(":gtt")]
-            return (open_orders == 0 and open_gtts == 0 and all(i in producer.answered for i in buys)
+            return (open_orders == 0 and open_gtts == 0
+                    and all(i in producer.answered for i in buys)
                     and all(i in producer.answered for i in gtts))
 
         try:
             wait_for(settled, 240, "every intent answered and settled", every=1)
         except AssertionError:
             with engine.connect() as conn:
-                stuck = conn.execute(text("SELECT intent_id, state, reason FROM orders WHERE state NOT IN "
+                stuck = conn.execute(text("SELECT intent_id, state, reason FROM orders "
+                                          "WHERE state NOT IN "
                                           "('FILLED','REJECTED','CANCELLED')")).all()
                 gtts = conn.execute(text("SELECT intent_id, state FROM gtts WHERE state IN "
                                          "('NEW','SUBMITTED','UNKNOWN')")).all()
@@ -228,13 +250,15 @@ def test_chaos_two_replicas_against_the_kite_simulator() -> None:
         rows = conn.execute(text("SELECT intent_id, tag, state, side FROM orders")).all()
         open_legs = conn.execute(text(
             "SELECT o.ladder_id, o.symbol, g.trigger_id FROM orders o LEFT JOIN gtts g "
-            "ON g.ladder_id = o.ladder_id AND g.leg = o.leg WHERE o.side = 'BUY' AND o.state = 'FILLED' "
-            "AND o.leg_closed_at IS NULL")).all()
-        known_gtts = dict(conn.execute(text("SELECT trigger_id, ladder_id FROM gtts WHERE trigger_id IS NOT NULL")).all())
+            "ON g.ladder_id = o.ladder_id AND g.leg = o.leg "
+            "WHERE o.side = 'BUY' AND o.state = 'FILLED' AND o.leg_closed_at IS NULL")).all()
+        known_gtts = dict(conn.execute(text(
+            "SELECT trigger_id, ladder_id FROM gtts WHERE trigger_id IS NOT NULL")).all())
     state = {r.intent_id: r for r in rows}
     entries = [i for i in producer.sent if i.endswith(":buy")]
     completed = {o["tag"] for o in book if o.get("tag") and o["status"] == "COMPLETE"}
-    lost = sum(1 for i in entries if i not in state or (state[i].state == "FILLED" and state[i].tag not in completed))
+    lost = sum(1 for i in entries if i not in state
+               or (state[i].state == "FILLED" and state[i].tag not in completed))
     active = {str(g["id"]): g for g in kite.get_gtts() if g["status"] == "active"}
     open_ladders = {leg.ladder_id for leg in open_legs}
     orphan_gtts = sum(1 for tid in active if known_gtts.get(tid) not in open_ladders)
@@ -245,8 +269,9 @@ def test_chaos_two_replicas_against_the_kite_simulator() -> None:
     for p in kite.positions()["net"]:
         held[p["tradingsymbol"]] += int(p["quantity"]) if p["product"] == "CNC" else 0
     legs_per_symbol = Counter(leg.symbol for leg in open_legs)
-    for name, value in (("intents", len(entries)), ("kills", kills), ("duplicates", duplicates), ("lost", lost),
-                        ("orphan_gtts", orphan_gtts), ("missing_gtts", missing_gtts)):
+    for name, value in (("intents", len(entries)), ("kills", kills), ("duplicates", duplicates),
+                        ("lost", lost), ("orphan_gtts", orphan_gtts),
+                        ("missing_gtts", missing_gtts)):
         print(f"{name}: {value}")
     engine.dispose()
     sim.stop()

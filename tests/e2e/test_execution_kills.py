@@ -63,7 +63,8 @@ def test_execution_killed_twenty_times_loses_nothing_and_doubles_nothing(
         next_external = time.monotonic() + rng.uniform(1.0, 4.0)
         while (kills < KILLS or not needed <= windows_hit()) and time.monotonic() < deadline:
             if not system.alive("execution"):
-                assert system.procs["execution"].returncode == -signal.SIGKILL, system.log_tail("execution")
+                assert system.procs["execution"].returncode == -signal.SIGKILL, (
+                    system.log_tail("execution"))
                 kills += 1
                 system.start("execution", **faulty)
                 next_external = time.monotonic() + rng.uniform(1.0, 4.0)
@@ -92,13 +93,14 @@ def test_execution_killed_twenty_times_loses_nothing_and_doubles_nothing(
     assert scalar(sessions, "SELECT count(*) FROM orders o WHERE o.state = 'REJECTED' AND EXISTS "
                             "(SELECT 1 FROM paper_orders p WHERE p.tag = o.tag)") == 0
     # One live GTT per open leg at the broker, and no live GTT without an open leg.
-    open_legs = scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY' AND state = 'FILLED' "
-                                 "AND leg_closed_at IS NULL")
+    open_legs = scalar(sessions, "SELECT count(*) FROM orders WHERE side = 'BUY' "
+                                 "AND state = 'FILLED' AND leg_closed_at IS NULL")
     live = scalar(sessions, "SELECT count(*) FROM paper_gtts WHERE status = 'active'")
-    covered = scalar(sessions, "SELECT count(*) FROM orders o JOIN gtts g ON g.ladder_id = o.ladder_id "
-                               "AND g.leg = o.leg JOIN paper_gtts p ON p.trigger_id::text = g.trigger_id "
-                               "WHERE o.side = 'BUY' AND o.state = 'FILLED' AND o.leg_closed_at IS NULL "
-                               "AND p.status = 'active'")
+    covered = scalar(sessions, "SELECT count(*) FROM orders o "
+                               "JOIN gtts g ON g.ladder_id = o.ladder_id AND g.leg = o.leg "
+                               "JOIN paper_gtts p ON p.trigger_id::text = g.trigger_id "
+                               "WHERE o.side = 'BUY' AND o.state = 'FILLED' "
+                               "AND o.leg_closed_at IS NULL AND p.status = 'active'")
     assert open_legs == covered == live, (open_legs, covered, live)
     print(f"kills={kills} windows={sorted(windows_hit())} entries={sent} open_legs={open_legs} "
           f"paper_orders={scalar(sessions, 'SELECT count(*) FROM paper_orders')}")

@@ -29,8 +29,9 @@ def test_sigterm_under_load_exits_cleanly_and_loses_nothing(
     service_env: dict[str, str], sessions: sessionmaker[Session], redis_client: redis.Redis
 ) -> None:
     home = private_dir("ratchet-test-sigterm-")
-    env = {**service_env, "RATCHET_HOME": str(home), "RATCHET_SIM_SEED": "9", "RATCHET_SIM_SPEED": "900",
-           "RATCHET_SIM_TICK_INTERVAL_S": "15", "RATCHET_API_PORT": str(free_port()),
+    env = {**service_env, "RATCHET_HOME": str(home), "RATCHET_SIM_SEED": "9",
+           "RATCHET_SIM_SPEED": "900", "RATCHET_SIM_TICK_INTERVAL_S": "15",
+           "RATCHET_API_PORT": str(free_port()),
            "RATCHET_EXECUTION__UNKNOWN_SETTLE_S": "1", "RATCHET_EXECUTION__INTENT_RESEND_S": "3"}
     system = ServiceProcesses(env, home / "logs")
     stop_times: dict[str, float] = {}

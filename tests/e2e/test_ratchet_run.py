@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 
 
-def start_run(home: Path, port: int, seed: int, symbols: int | None = None) -> subprocess.Popen[str]:
+def start_run(
+    home: Path, port: int, seed: int, symbols: int | None = None
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATCHET_")}
     env.update(
         RATCHET_HOME=str(home),
@@ -77,7 +79,8 @@ def poll_trading(base: str, key: str, timeout: float = 180) -> list[dict]:
     deadline = time.monotonic() + timeout
     positions: list[dict] = []
     while time.monotonic() < deadline:
-        positions = httpx.get(f"{base}api/v1/positions", headers={"X-API-Key": key}, timeout=10).json()
+        positions = httpx.get(f"{base}api/v1/positions", headers={"X-API-Key": key},
+                              timeout=10).json()
         p1 = [p for p in positions if p["leg"] == 1 and p["stop"] and p["target"]]
         raised = [p for p in positions if p["stop"] > p["initial_stop"]]
         if p1 and raised:
@@ -139,7 +142,8 @@ def test_ratchet_run_trades_stops_and_carries_on(seed: int) -> None:
         engine = create_engine(servers["database_url"])
         with engine.connect() as conn:
             gtts = conn.execute(text(
-                "SELECT symbol, stop_trigger, target_trigger FROM paper_gtts WHERE status = 'active'"
+                "SELECT symbol, stop_trigger, target_trigger FROM paper_gtts "
+                "WHERE status = 'active'"
             )).all()
             bars_before = conn.execute(text("SELECT count(*) FROM ohlcv")).scalar_one()
         engine.dispose()
@@ -156,7 +160,8 @@ def test_ratchet_run_trades_stops_and_carries_on(seed: int) -> None:
     try:
         base, _ = wait_ready(proc)
         assert (home / "admin-key").read_text().strip() == key
-        assert httpx.get(f"{base}api/v1/positions", headers={"X-API-Key": key}, timeout=10).status_code == 200
+        assert httpx.get(f"{base}api/v1/positions", headers={"X-API-Key": key},
+                         timeout=10).status_code == 200
         engine = create_engine(json.loads((home / "servers.json").read_text())["database_url"])
         with engine.connect() as conn:
             bars_after = conn.execute(text("SELECT count(*) FROM ohlcv")).scalar_one()

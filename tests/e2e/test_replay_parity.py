@@ -55,7 +55,8 @@ def test_backtest_and_lockstep_replay_give_the_same_legs(
     write_history(data)
 
     strategy = StrategySettings(ema_periods=EMAS)
-    result = run_backtest(load_csv_dir(data, SessionRules()), StrategyParams.from_settings(strategy),
+    result = run_backtest(load_csv_dir(data, SessionRules()),
+                          StrategyParams.from_settings(strategy),
                           RiskLimits.from_settings(RiskSettings()), SessionRules())
     expected = {(leg.ladder_id, leg.leg): leg for leg in result.legs}
     assert len(expected) >= 5, "the history must trade for the comparison to mean anything"
@@ -82,7 +83,8 @@ def test_backtest_and_lockstep_replay_give_the_same_legs(
             "FROM trades WHERE status IN ('OPEN', 'CLOSED')")).all()
     live = {(r.ladder_id, r.position_number): r for r in rows}
     assert set(live) == set(expected), (sorted(set(live) ^ set(expected)))
-    print(f"parity: {len(expected)} legs, {sum(1 for r in live.values() if r.status == 'CLOSED')} closed")
+    closed = sum(1 for r in live.values() if r.status == "CLOSED")
+    print(f"parity: {len(expected)} legs, {closed} closed")
     for key, leg in expected.items():
         row = live[key]
         assert row.qty == leg.qty, key

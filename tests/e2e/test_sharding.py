@@ -50,8 +50,9 @@ def test_shards_split_between_replicas_and_taken_over_when_one_dies(
     service_env: dict[str, str], sessions: sessionmaker[Session], redis_client: redis.Redis
 ) -> None:
     home = private_dir("ratchet-test-shards-")
-    env = {**service_env, "RATCHET_HOME": str(home), "RATCHET_SIM_SEED": "5", "RATCHET_SIM_SPEED": "900",
-           "RATCHET_SIM_TICK_INTERVAL_S": "15", "RATCHET_TICK_SHARDS": str(SHARDS),
+    env = {**service_env, "RATCHET_HOME": str(home), "RATCHET_SIM_SEED": "5",
+           "RATCHET_SIM_SPEED": "900", "RATCHET_SIM_TICK_INTERVAL_S": "15",
+           "RATCHET_TICK_SHARDS": str(SHARDS),
            "RATCHET_EXECUTION__UNKNOWN_SETTLE_S": "1", "RATCHET_EXECUTION__INTENT_RESEND_S": "3"}
     system = ServiceProcesses(env, home / "logs")
     try:

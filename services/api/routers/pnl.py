@@ -114,9 +114,9 @@ def get_equity(
         points.append(EquityPoint(ts=r.exit_time, realised=float(running)))
     quotes = read_quotes(ctx.redis, (field_name(r.exchange, r.symbol) for r in open_rows))
     unrealised = Decimal(0)
-    for r in open_rows:
-        quote = quotes.get(field_name(r.exchange, r.symbol))
-        value = value_leg(r.entry_price, r.qty, quote.price_paise if quote else None)
+    for leg in open_rows:
+        quote = quotes.get(field_name(leg.exchange, leg.symbol))
+        value = value_leg(leg.entry_price, leg.qty, quote.price_paise if quote else None)
         unrealised += value.pnl if value else 0
     return EquityOut(points=points[-limit:], realised=float(running),
                      unrealised=float(unrealised), total=float(running + unrealised))

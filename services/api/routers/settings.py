@@ -85,7 +85,7 @@ def _output_model(model: type[BaseModel]) -> type[BaseModel]:
         f"{model.__name__}Out", __base__=model, __module__=__name__, **fields
     )
     if validators:
-        out = type(out.__name__, (out,), {"__module__": __name__, **validators})
+        return type(out.__name__, (out,), {"__module__": __name__, **validators})
     return out
 
 

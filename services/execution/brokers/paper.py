@@ -214,7 +214,8 @@ class PaperBroker(BrokerInterface):
 
     def orders(self) -> list[BrokerOrder]:
         with self.sessions() as session:
-            return [_order(r) for r in session.scalars(select(PaperOrder).order_by(PaperOrder.placed_at))]
+            return [_order(r) for r in
+                    session.scalars(select(PaperOrder).order_by(PaperOrder.placed_at))]
 
     def order_by_tag(self, tag: str) -> BrokerOrder | None:
         with self.sessions() as session:
@@ -281,7 +282,8 @@ class PaperBroker(BrokerInterface):
             rows = session.scalars(select(PaperGtt).order_by(PaperGtt.trigger_id)).all()
             children = {
                 o.gtt_trigger_id: o.order_id
-                for o in session.scalars(select(PaperOrder).where(PaperOrder.gtt_trigger_id.is_not(None)))
+                for o in session.scalars(
+                    select(PaperOrder).where(PaperOrder.gtt_trigger_id.is_not(None)))
             }
         return [
             BrokerGtt(

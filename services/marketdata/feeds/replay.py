@@ -48,7 +48,9 @@ def replay_token(symbol: str) -> int:
 class Quiescence:
     """Every consumer group has caught up with every stream, and no outbox row is waiting."""
 
-    def __init__(self, client: redis.Redis, sessions: sessionmaker[Session], tick_streams: list[str]) -> None:
+    def __init__(
+        self, client: redis.Redis, sessions: sessionmaker[Session], tick_streams: list[str]
+    ) -> None:
         self.client = client
         self.sessions = sessions
         self.streams = [*tick_streams, streams.CANDLES, streams.INTENTS, streams.EXEC_EVENTS]
@@ -63,7 +65,8 @@ class Quiescence:
                     return False
         with self.sessions() as session:
             waiting = session.scalar(
-                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+                select(func.count()).select_from(OutboxMessage)
+                .where(OutboxMessage.published_at.is_(None))
             )
         return not waiting
 
@@ -115,13 +118,16 @@ class ReplayFeed:
         return steps
 
 
-def load_series(settings: Settings, sessions: sessionmaker[Session], ingestor: Ingestor) -> dict[str, BarSeries]:
+def load_series(
+    settings: Settings, sessions: sessionmaker[Session], ingestor: Ingestor
+) -> dict[str, BarSeries]:
     rules = ingestor.rules
     if settings.replay_data is not None:
         return load_csv_dir(settings.replay_data, rules)
     with sessions() as session:
         symbols = list(session.scalars(select(Instrument.tradingsymbol)))
-    return load_ohlcv(sessions, symbols, rules, timeframe_minutes=settings.strategy.timeframe_minutes)
+    return load_ohlcv(sessions, symbols, rules,
+                      timeframe_minutes=settings.strategy.timeframe_minutes)
 
 
 def start_replay(settings: Settings, client: redis.Redis, sessions: sessionmaker[Session],
@@ -153,7 +159,7 @@ def start_replay(settings: Settings, client: redis.Redis, sessions: sessionmaker
     if settings.replay_lockstep:
         quiet = Quiescence(client, sessions, tick_streams)
 
-        def pace(stop_event: threading.Event, _clock: int) -> None:
+        def pace(stop_event: threading.Event, clock: int) -> None:
             quiet.wait(stop_event)
     else:
         last: list[int] = []
@@ -163,9 +169,11 @@ def start_replay(settings: Settings, client: redis.Redis, sessions: sessionmaker
                 stop_event.wait(max(clock - last[0], 0) / 1000 / settings.replay_speed)
             last[:] = [clock]
 
-    log.info("replay starting", extra={"symbols": len(series), "lockstep": settings.replay_lockstep,
-                                       "bars": sum(len(s.bars) for s in series.values())})
-    feed = ReplayFeed(series, tokens, ingestor, pace, int(settings.marketdata.candle_grace_s * 1000))
+    log.info("replay starting", extra={
+        "symbols": len(series), "lockstep": settings.replay_lockstep,
+        "bars": sum(len(s.bars) for s in series.values())})
+    grace_ms = int(settings.marketdata.candle_grace_s * 1000)
+    feed = ReplayFeed(series, tokens, ingestor, pace, grace_ms)
     steps = feed.run(stop)
     if not stop.is_set():
         client.set(REPLAY_DONE, steps)

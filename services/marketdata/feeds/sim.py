@@ -21,7 +21,7 @@ from shared.sim.market import PricePath, SimInstrument
 
 log = logging.getLogger("ratchet.marketdata")
 
-FrameSink = Callable[[list[RawTick], int], None]
+FrameSink = Callable[[list[RawTick], int], object]  # what it returns is ignored
 ClockSink = Callable[[int], None]
 
 

@@ -12,7 +12,9 @@ target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None  # set by shared.store.migrate
+    engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # One migrator at a time, even when several services start at once.
         connection.exec_driver_sql("SELECT pg_advisory_lock(73218)")

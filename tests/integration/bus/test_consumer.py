@@ -45,7 +45,8 @@ def test_a_dead_consumers_entries_are_claimed_and_handled(redis_client: redis.Re
     redis_client.xreadgroup("g", "dead", {STREAM: ">"}, count=10)  # read, then "died" before ack
     assert redis_client.xpending(STREAM, "g")["pending"] == 2
     handled: list[str] = []
-    alive = consumer(redis_client, "alive", lambda _s, _e, env: handled.append(env.id), claim_idle_ms=0)
+    alive = consumer(redis_client, "alive", lambda _s, _e, env: handled.append(env.id),
+                     claim_idle_ms=0)
     alive.poll_once()
     assert sorted(handled) == ["m0", "m1"]
     assert alive.stats.claimed == 2
@@ -73,11 +74,14 @@ def test_a_failing_handler_is_retried_then_parked(redis_client: redis.Redis) -> 
     assert redis_client.xpending(STREAM, "g")["pending"] == 0
 
 
-def test_malformed_and_unknown_messages_are_parked_and_the_loop_goes_on(redis_client: redis.Redis) -> None:
+def test_malformed_and_unknown_messages_are_parked_and_the_loop_goes_on(
+    redis_client: redis.Redis,
+) -> None:
     handled: list[str] = []
     c = consumer(redis_client, "a", lambda _s, _e, env: handled.append(env.id))
     redis_client.xadd(STREAM, {FIELD: b"\x00garbage"})
-    redis_client.xadd(STREAM, {FIELD: b'{"type":"Candle","v":7,"id":"x","ts":1,"source":"s","payload":{}}'})
+    redis_client.xadd(STREAM, {FIELD: b'{"type":"Candle","v":7,"id":"x","ts":1,"source":"s",'
+                                      b'"payload":{}}'})
     redis_client.xadd(STREAM, {b"other": b"1"})
     publish(redis_client, 1)
     c.poll_once()

@@ -11,7 +11,9 @@ import redis
 from services.execution.budget import OrderBudget
 
 
-def test_a_burst_from_two_replicas_never_exceeds_the_rolling_limit(redis_client: redis.Redis) -> None:
+def test_a_burst_from_two_replicas_never_exceeds_the_rolling_limit(
+    redis_client: redis.Redis,
+) -> None:
     stamps: list[float] = []
     lock = threading.Lock()
 

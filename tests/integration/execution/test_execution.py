@@ -67,7 +67,9 @@ def reconciler(execution: Execution, redis_client: redis.Redis) -> Reconciler:
     return Reconciler(execution, relay)
 
 
-def buy(leg: int = 1, qty: int = 10, price: int = 100_000, ladder: str = "NSE:INFY:202611240945") -> PlaceOrder:
+def buy(
+    leg: int = 1, qty: int = 10, price: int = 100_000, ladder: str = "NSE:INFY:202611240945"
+) -> PlaceOrder:
     return PlaceOrder(intent_id=f"momentum:{ladder}:{leg}:buy", strategy="momentum", exchange="NSE",
                       symbol="INFY", ladder_id=ladder, leg=leg, ts_ms=TS, qty=qty, ref_price=price)
 
@@ -81,7 +83,9 @@ def paper_orders(sessions: sessionmaker[Session], tag: str) -> int:
         return s.scalar(select(func.count()).select_from(PaperOrder).where(PaperOrder.tag == tag))
 
 
-def test_entry_fills_and_is_placed_once_under_redelivery(execution, reconciler, sessions, redis_client):
+def test_entry_fills_and_is_placed_once_under_redelivery(
+    execution, reconciler, sessions, redis_client
+):
     intent = buy()
     execution.place_order(intent)
     execution.place_order(intent)  # a redelivery of the same intent
@@ -96,12 +100,14 @@ def test_entry_fills_and_is_placed_once_under_redelivery(execution, reconciler, 
     assert len({a.id for a in answers}) == 1
 
 
-def test_gtt_placed_raised_and_triggered_closes_the_leg(execution, reconciler, sessions, redis_client):
+def test_gtt_placed_raised_and_triggered_closes_the_leg(
+    execution, reconciler, sessions, redis_client
+):
     execution.place_order(buy())
     ladder = "NSE:INFY:202611240945"
-    execution.place_gtt(PlaceGtt(intent_id=f"momentum:{ladder}:1:gtt", strategy="momentum", exchange="NSE",
-                                 symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS, qty=10,
-                                 trigger=97_500, target=105_000, last_price=100_000))
+    execution.place_gtt(PlaceGtt(intent_id=f"momentum:{ladder}:1:gtt", strategy="momentum",
+                                 exchange="NSE", symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS,
+                                 qty=10, trigger=97_500, target=105_000, last_price=100_000))
     execution.modify_gtt(ModifyGtt(intent_id=f"momentum:{ladder}:1:stop@19600", strategy="momentum",
                                    exchange="NSE", symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS,
                                    qty=10, trigger=98_000, target=105_000, last_price=100_600))
@@ -162,14 +168,17 @@ def test_halt_blocks_entries_but_not_exits(execution, reconciler, sessions, redi
         s.add(HaltRecord(kind="kill_switch", reason="test", by="admin", active=True))
     execution.place_order(buy(leg=2))
     ladder = "NSE:INFY:202611240945"
-    execution.exit_leg(ExitLeg(intent_id=f"momentum:{ladder}:1:exit", strategy="momentum", exchange="NSE",
-                               symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS, qty=10, ref_price=101_000))
+    execution.exit_leg(ExitLeg(intent_id=f"momentum:{ladder}:1:exit", strategy="momentum",
+                               exchange="NSE", symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS,
+                               qty=10, ref_price=101_000))
     reconciler.run_once()
     with sessions() as s:
         states = {(o.leg, o.side): (o.state, o.reason) for o in s.scalars(select(Order))}
     assert states[(2, "BUY")][0] == OrderState.REJECTED and "halted" in states[(2, "BUY")][1]
     assert states[(1, "SELL")][0] == OrderState.FILLED
-    assert events(redis_client) == ["OrderFilled", "OrderRejected", "Alert", "OrderFilled", "LegClosed"]
+    assert events(redis_client) == [
+        "OrderFilled", "OrderRejected", "Alert", "OrderFilled", "LegClosed",
+    ]
 
 
 def test_order_from_an_earlier_day_not_found_is_not_resent(execution, reconciler, sessions):

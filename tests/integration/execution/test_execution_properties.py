@@ -38,7 +38,9 @@ SYMBOLS = ("AAA", "BBB", "CCC")
 PRICE = 100_000  # ₹1,000
 
 
-def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.Redis, url: tuple[str, str]):
+def make_machine(
+    engine: Engine, sessions: sessionmaker[Session], client: redis.Redis, url: tuple[str, str]
+):
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
     class ExecutionMachine(RuleBasedStateMachine):
@@ -50,9 +52,11 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
             config = Settings(redis_url=url[0], database_url=url[1],
                               execution={"unknown_settle_s": 0, "gtt_child_timeout_s": 0})
             self.broker = FaultyBroker(sessions)
-            self.execution = Execution(sessions, self.broker, OrderBudget(client, 1000, 10_000, 100_000),
+            self.execution = Execution(sessions, self.broker,
+                                       OrderBudget(client, 1000, 10_000, 100_000),
                                        config, SessionRules(), FaultPoints(frozenset(), 0))
-            self.reconciler = Reconciler(self.execution, OutboxRelay(sessions, Publisher(client, "x"), "execution"))
+            self.reconciler = Reconciler(
+                self.execution, OutboxRelay(sessions, Publisher(client, "x"), "execution"))
             self.entries: list[PlaceOrder] = []
             self.stops: dict[str, int] = {}
             self.terminal: dict[int, str] = {}
@@ -63,8 +67,9 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
         def enter(self, symbol: str, behaviour: str) -> None:
             n = len(self.entries)
             ladder = f"NSE:{symbol}:2026112410{n:02d}"
-            intent = PlaceOrder(intent_id=f"m:{ladder}:1:buy", strategy="m", exchange="NSE", symbol=symbol,
-                                ladder_id=ladder, leg=1, ts_ms=TS + n, qty=4, ref_price=PRICE)
+            intent = PlaceOrder(intent_id=f"m:{ladder}:1:buy", strategy="m", exchange="NSE",
+                                symbol=symbol, ladder_id=ladder, leg=1, ts_ms=TS + n, qty=4,
+                                ref_price=PRICE)
             self.entries.append(intent)
             self.broker.next_place = [behaviour]
             self.execution.place_order(intent)
@@ -87,9 +92,10 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
                 stop = price_below(PRICE, 25_000, 5)
                 self.stops.setdefault(order.ladder_id, stop)
                 self.execution.place_gtt(PlaceGtt(
-                    intent_id=f"m:{order.ladder_id}:1:gtt", strategy="m", exchange="NSE", symbol=order.symbol,
-                    ladder_id=order.ladder_id, leg=1, ts_ms=TS, qty=order.filled_qty, trigger=stop,
-                    target=PRICE * 105 // 100, last_price=PRICE))
+                    intent_id=f"m:{order.ladder_id}:1:gtt", strategy="m", exchange="NSE",
+                    symbol=order.symbol, ladder_id=order.ladder_id, leg=1, ts_ms=TS,
+                    qty=order.filled_qty, trigger=stop, target=PRICE * 105 // 100,
+                    last_price=PRICE))
 
         @rule(data=st.data(), step=st.integers(1, 50))
         def raise_stop(self, data: st.DataObject, step: int) -> None:
@@ -98,9 +104,9 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
                 self.stops[ladder] += step * 5
                 symbol = ladder.split(":")[1]
                 self.execution.modify_gtt(ModifyGtt(
-                    intent_id=f"m:{ladder}:1:stop@{self.stops[ladder] // 5}", strategy="m", exchange="NSE",
-                    symbol=symbol, ladder_id=ladder, leg=1, ts_ms=TS, qty=4, trigger=self.stops[ladder],
-                    target=PRICE * 105 // 100, last_price=PRICE))
+                    intent_id=f"m:{ladder}:1:stop@{self.stops[ladder] // 5}", strategy="m",
+                    exchange="NSE", symbol=symbol, ladder_id=ladder, leg=1, ts_ms=TS, qty=4,
+                    trigger=self.stops[ladder], target=PRICE * 105 // 100, last_price=PRICE))
 
         @rule(symbol=st.sampled_from(SYMBOLS), fills=st.booleans())
         def crash(self, symbol: str, fills: bool) -> None:
@@ -126,14 +132,16 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
         def _open_legs(self) -> list[Order]:
             with sessions() as session:
                 return list(session.scalars(select(Order).where(
-                    Order.side == "BUY", Order.state == OrderState.FILLED, Order.leg_closed_at.is_(None)
+                    Order.side == "BUY", Order.state == OrderState.FILLED,
+                    Order.leg_closed_at.is_(None),
                 ).order_by(Order.id)))
 
         @invariant()
         def one_order_per_intent(self) -> None:
             with sessions() as session:
                 doubled = session.execute(text(
-                    "SELECT tag FROM paper_orders WHERE tag IS NOT NULL GROUP BY tag HAVING count(*) > 1"
+                    "SELECT tag FROM paper_orders WHERE tag IS NOT NULL "
+                    "GROUP BY tag HAVING count(*) > 1"
                 )).all()
             assert not doubled
 
@@ -174,7 +182,8 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
                 unmatched = session.execute(text(
                     "SELECT count(*) FROM paper_gtts p WHERE p.status = 'active' AND NOT EXISTS "
                     "(SELECT 1 FROM gtts g WHERE g.trigger_id = p.trigger_id::text)")).scalar_one()
-            assert not settled or unmatched == 0, "an active GTT at the broker that execution does not know"
+            assert not settled or unmatched == 0, (
+                "an active GTT at the broker that execution does not know")
             counts: dict[str, int] = {}
             for (ladder,) in rows:
                 counts[ladder] = counts.get(ladder, 0) + 1
@@ -186,9 +195,10 @@ def make_machine(engine: Engine, sessions: sessionmaker[Session], client: redis.
                 self.reconciler.run_once()
             for order in self._open_legs():
                 self.execution.place_gtt(PlaceGtt(
-                    intent_id=f"m:{order.ladder_id}:1:gtt", strategy="m", exchange="NSE", symbol=order.symbol,
-                    ladder_id=order.ladder_id, leg=1, ts_ms=TS, qty=order.filled_qty,
-                    trigger=price_below(PRICE, 25_000, 5), target=None, last_price=PRICE))
+                    intent_id=f"m:{order.ladder_id}:1:gtt", strategy="m", exchange="NSE",
+                    symbol=order.symbol, ladder_id=order.ladder_id, leg=1, ts_ms=TS,
+                    qty=order.filled_qty, trigger=price_below(PRICE, 25_000, 5), target=None,
+                    last_price=PRICE))
             for _ in range(3):
                 self.reconciler.run_once()
             with sessions() as session:

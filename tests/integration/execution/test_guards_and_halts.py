@@ -53,7 +53,8 @@ AFTER_CLOSE = ms_from_ist(datetime(2026, 11, 24, 16, 0))
 
 def build(sessions, redis_client, redis_url, database_url, broker=None, **sections) -> Execution:  # noqa: ANN001
     config = Settings(redis_url=redis_url, database_url=database_url, **sections)
-    return Execution(sessions, broker or PaperBroker(sessions), OrderBudget(redis_client, 1000, 10_000, 100_000),
+    return Execution(sessions, broker or PaperBroker(sessions),
+                     OrderBudget(redis_client, 1000, 10_000, 100_000),
                      config, _rules(), FaultPoints(frozenset(), 0))
 
 
@@ -66,26 +67,28 @@ def _rules():  # noqa: ANN202
 def entry(n: int, *, symbol: str = "INFY", qty: int = 2, price: int = 100_000, leg: int = 1,
           ts: int = TS, ladder: str | None = None) -> PlaceOrder:
     ladder = ladder or f"NSE:{symbol}:2026112410{n:02d}"
-    return PlaceOrder(intent_id=f"m:{ladder}:{leg}:buy", strategy="m", exchange="NSE", symbol=symbol,
-                      ladder_id=ladder, leg=leg, ts_ms=ts, qty=qty, ref_price=price)
+    return PlaceOrder(intent_id=f"m:{ladder}:{leg}:buy", strategy="m", exchange="NSE",
+                      symbol=symbol, ladder_id=ladder, leg=leg, ts_ms=ts, qty=qty, ref_price=price)
 
 
 def exit_of(intent: PlaceOrder, price: int) -> ExitLeg:
-    return ExitLeg(intent_id=f"m:{intent.ladder_id}:{intent.leg}:exit", strategy="m", exchange="NSE",
-                   symbol=intent.symbol, ladder_id=intent.ladder_id, leg=intent.leg, ts_ms=intent.ts_ms,
-                   qty=intent.qty, ref_price=price)
+    return ExitLeg(intent_id=f"m:{intent.ladder_id}:{intent.leg}:exit", strategy="m",
+                   exchange="NSE", symbol=intent.symbol, ladder_id=intent.ladder_id,
+                   leg=intent.leg, ts_ms=intent.ts_ms, qty=intent.qty, ref_price=price)
 
 
 def protect(intent: PlaceOrder, trigger: int) -> PlaceGtt:
-    return PlaceGtt(intent_id=f"m:{intent.ladder_id}:{intent.leg}:gtt", strategy="m", exchange="NSE",
-                    symbol=intent.symbol, ladder_id=intent.ladder_id, leg=intent.leg, ts_ms=intent.ts_ms,
-                    qty=intent.qty, trigger=trigger, target=None, last_price=intent.ref_price)
+    return PlaceGtt(intent_id=f"m:{intent.ladder_id}:{intent.leg}:gtt", strategy="m",
+                    exchange="NSE", symbol=intent.symbol, ladder_id=intent.ladder_id,
+                    leg=intent.leg, ts_ms=intent.ts_ms, qty=intent.qty, trigger=trigger,
+                    target=None, last_price=intent.ref_price)
 
 
 def raise_to(intent: PlaceOrder, trigger: int) -> ModifyGtt:
-    return ModifyGtt(intent_id=f"m:{intent.ladder_id}:{intent.leg}:stop@{trigger // 5}", strategy="m",
-                     exchange="NSE", symbol=intent.symbol, ladder_id=intent.ladder_id, leg=intent.leg,
-                     ts_ms=intent.ts_ms, qty=intent.qty, trigger=trigger, last_price=intent.ref_price)
+    return ModifyGtt(intent_id=f"m:{intent.ladder_id}:{intent.leg}:stop@{trigger // 5}",
+                     strategy="m", exchange="NSE", symbol=intent.symbol,
+                     ladder_id=intent.ladder_id, leg=intent.leg, ts_ms=intent.ts_ms,
+                     qty=intent.qty, trigger=trigger, last_price=intent.ref_price)
 
 
 def order_of(sessions: sessionmaker[Session], intent_id: str) -> Order:
@@ -100,8 +103,10 @@ def assert_refused(sessions: sessionmaker[Session], intent: PlaceOrder, guard: s
         events = [decode(r.data).payload for r in session.scalars(select(OutboxMessage))]
         audited = session.scalars(select(AuditEntry).where(
             AuditEntry.action == "order.rejected", AuditEntry.object_id == intent.intent_id)).one()
-        at_broker = session.scalar(select(func.count()).select_from(PaperOrder).where(PaperOrder.tag == order.tag))
-    assert any(isinstance(e, OrderRejected) and e.intent_id == intent.intent_id and e.guard == guard for e in events)
+        at_broker = session.scalar(select(func.count()).select_from(PaperOrder)
+                                   .where(PaperOrder.tag == order.tag))
+    assert any(isinstance(e, OrderRejected) and e.intent_id == intent.intent_id
+               and e.guard == guard for e in events)
     assert audited.after["guard"] == guard
     assert at_broker == 0
 
@@ -152,8 +157,8 @@ def test_single_order_guards(servers, guard: str, sections: dict, intent: PlaceO
 def test_freeze_quantity_guard(servers) -> None:  # noqa: ANN001
     sessions = servers[0]
     with sessions.begin() as session:
-        session.add(Instrument(token=1, exchange="NSE", tradingsymbol="INFY", tick_size=Decimal("0.05"),
-                               lot_size=1, freeze_qty=1))
+        session.add(Instrument(token=1, exchange="NSE", tradingsymbol="INFY",
+                               tick_size=Decimal("0.05"), lot_size=1, freeze_qty=1))
     intent = entry(0)
     build(*servers).place_order(intent)
     assert_refused(sessions, intent, "freeze_qty")
@@ -182,7 +187,8 @@ def test_duplicate_live_order_guard(servers) -> None:  # noqa: ANN001
     with sessions.begin() as session:  # an order for this leg is live at the broker
         session.add(Order(intent_id="m:other", tag="Rother", exchange="NSE", symbol="INFY",
                           ladder_id=first.ladder_id, leg=1, side="BUY", qty=2, order_type="MARKET",
-                          ref_price=Decimal("1000"), adds_risk=True, state=OrderState.OPEN, history=[]))
+                          ref_price=Decimal("1000"), adds_risk=True, state=OrderState.OPEN,
+                          history=[]))
     build(*servers).place_order(first)
     assert_refused(sessions, first, "duplicate_live_order")
 
@@ -251,7 +257,8 @@ def test_failed_reconciliation_halts_until_the_broker_answers(servers) -> None: 
     broker.down = False
     assert reconciler.run_once() is True
     with sessions() as session:
-        assert session.scalar(select(func.count()).select_from(HaltRecord).where(HaltRecord.active.is_(True))) == 0
+        assert session.scalar(select(func.count()).select_from(HaltRecord)
+                              .where(HaltRecord.active.is_(True))) == 0
     fresh = entry(3, symbol="SBIN")
     execution.place_order(fresh)
     assert order_of(sessions, fresh.intent_id).state == OrderState.FILLED
@@ -268,7 +275,8 @@ def test_kill_switch_under_a_burst_and_after_a_restart(servers) -> None:  # noqa
     for intent in burst[20:]:
         execution.place_order(intent)
     with sessions() as session:
-        bought = session.scalar(select(func.count()).select_from(PaperOrder).where(PaperOrder.side == "BUY"))
+        bought = session.scalar(select(func.count()).select_from(PaperOrder)
+                                .where(PaperOrder.side == "BUY"))
     assert bought == 20
     assert all(order_of(sessions, i.intent_id).reason == "guard: halted" for i in burst[20:])
     restarted = build(*servers)  # a new process reads the same halt from Postgres

@@ -41,7 +41,8 @@ def test_ticks_reach_ltp_stream_candles_and_ohlcv(redis_client: redis.Redis, ses
     bars = [c for c in candles if isinstance(c, Candle)]
     assert len(bars) == 1
     bar = bars[0]
-    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (150_000, 151_000, 150_000, 151_000, 25)
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (
+        150_000, 151_000, 150_000, 151_000, 25)
     assert bar.start_ms == OPEN and bar.end_ms == OPEN + 900_000
     assert all(e is not None for e in bar.ema)  # warmed from history: defined at once
     assert any(isinstance(c, BarEnd) for c in candles)
@@ -52,7 +53,9 @@ def test_ticks_reach_ltp_stream_candles_and_ohlcv(redis_client: redis.Redis, ses
     assert [b.close for b in stored] == [151_000]
 
 
-def test_bad_unknown_and_late_ticks_are_counted_not_fatal(redis_client: redis.Redis, sessions) -> None:
+def test_bad_unknown_and_late_ticks_are_counted_not_fatal(
+    redis_client: redis.Redis, sessions
+) -> None:
     ing = ingestor(redis_client, sessions)
     ing.on_frame([(11, OPEN + 5_000, 150_000, None)], OPEN + 5_000)
     accepted = ing.on_frame(

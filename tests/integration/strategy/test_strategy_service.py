@@ -40,7 +40,8 @@ def restore_pending_leg(svc: StrategyService) -> None:
 
 def intents(sessions: sessionmaker[Session]) -> list:
     with sessions() as session:
-        return [decode(r.data).payload for r in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+        return [decode(r.data).payload
+                for r in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
 
 
 def test_fill_twice_gives_one_protective_gtt_and_restart_resumes(sessions) -> None:
@@ -74,7 +75,8 @@ def test_sweep_alerts_on_a_missed_stop_only_when_it_persists(sessions, redis_cli
     restore_pending_leg(svc)
     svc.on_exec_event(FILL)
     svc.flush()
-    redis_client.hset(LTP_HASH, "NSE:INFY", orjson.dumps({"token": 1, "price": 140_000, "ts_ms": T0}))
+    redis_client.hset(LTP_HASH, "NSE:INFY",
+                      orjson.dumps({"token": 1, "price": 140_000, "ts_ms": T0}))
     sweep = Sweep(svc, redis_client, sessions)
     assert sweep.run_once() == 0  # first sight: it may be firing right now
     assert sweep.run_once() == 2  # still there: no GTT confirmed, and price below the stop
@@ -88,9 +90,11 @@ def test_settings_change_applies_at_run_time_and_a_bad_one_is_refused(sessions) 
     from shared.contracts.messages import ParamsChanged
 
     svc = service(sessions)
-    svc.apply_params(ParamsChanged(section="strategy", values={"capital_per_position": "6000"}, by="admin"))
+    svc.apply_params(ParamsChanged(section="strategy", values={"capital_per_position": "6000"},
+                                   by="admin"))
     assert svc.engine.params.capital_per_position_paise == 600_000
-    svc.apply_params(ParamsChanged(section="strategy", values={"ema_periods": "9,21,50,100"}, by="admin"))
+    svc.apply_params(ParamsChanged(section="strategy", values={"ema_periods": "9,21,50,100"},
+                                   by="admin"))
     svc.apply_params(ParamsChanged(section="strategy", values={"p1_stop_pct": "70"}, by="admin"))
     assert svc.engine.params.ema_periods == (9, 21, 50, 200)  # EMA periods cannot change live
     assert svc.engine.params.p1_stop_s == 25_000  # out of (0, 50]: refused

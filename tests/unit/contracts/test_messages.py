@@ -29,8 +29,10 @@ def test_round_trip_keeps_every_field() -> None:
 
 
 def test_fast_tick_encoding_reads_back_through_the_model() -> None:
-    rows = [{"token": 1, "symbol": "A", "exchange": "NSE", "ts_ms": 10, "price": 500, "volume": None},
-            {"token": 2, "symbol": "B", "exchange": "NSE", "ts_ms": 11, "price": 700, "volume": 9}]
+    rows = [
+        {"token": 1, "symbol": "A", "exchange": "NSE", "ts_ms": 10, "price": 500, "volume": None},
+        {"token": 2, "symbol": "B", "exchange": "NSE", "ts_ms": 11, "price": 700, "volume": 9},
+    ]
     envelope = decode(encode_ticks(rows, msg_id="f1", ts_ms=11, source="md", bar_open=True))
     assert envelope.payload == Ticks(ticks=[Tick(**r) for r in rows], bar_open=True)
 

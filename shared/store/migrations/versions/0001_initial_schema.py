@@ -6,9 +6,8 @@ Create Date: 2026-11-25 14:13:48.787207
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -36,7 +35,8 @@ def upgrade() -> None:
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=12), nullable=False),
     sa.Column('role', sa.String(length=10), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
@@ -70,8 +70,10 @@ def upgrade() -> None:
     sa.Column('delete_requested', sa.Boolean(), nullable=False),
     sa.Column('submitted_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('intent_id'),
     sa.UniqueConstraint('ladder_id', 'leg', name='uq_gtt_leg')
@@ -84,7 +86,8 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('by', sa.String(length=80), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.Column('cleared_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('cleared_by', sa.String(length=80), nullable=True),
     sa.PrimaryKeyConstraint('id')
@@ -107,8 +110,10 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('result', sa.Text(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('intent_id')
     )
     op.create_index(op.f('ix_intents_state'), 'intents', ['state'], unique=False)
@@ -166,9 +171,11 @@ def upgrade() -> None:
     sa.Column('leg_closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('realised_pnl', sa.Numeric(precision=16, scale=2), nullable=True),
     sa.Column('history', sa.JSON(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.Column('submitted_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('intent_id'),
     sa.UniqueConstraint('tag')
@@ -182,11 +189,13 @@ def upgrade() -> None:
     sa.Column('stream', sa.String(length=60), nullable=False),
     sa.Column('msg_id', sa.String(length=200), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_outbox_unpublished', 'outbox', ['source', 'id'], unique=False, postgresql_where=sa.text('published_at IS NULL'))
+    op.create_index('ix_outbox_unpublished', 'outbox', ['source', 'id'], unique=False,
+                    postgresql_where=sa.text('published_at IS NULL'))
     op.create_table('paper_gtts',
     sa.Column('trigger_id', sa.Integer(), nullable=False),
     sa.Column('exchange', sa.String(length=8), nullable=False),
@@ -198,8 +207,10 @@ def upgrade() -> None:
     sa.Column('target_trigger', sa.Numeric(precision=14, scale=2), nullable=True),
     sa.Column('target_limit', sa.Numeric(precision=14, scale=2), nullable=True),
     sa.Column('status', sa.String(length=12), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('trigger_id')
     )
     op.create_index(op.f('ix_paper_gtts_status'), 'paper_gtts', ['status'], unique=False)
@@ -226,15 +237,18 @@ def upgrade() -> None:
     sa.Column('average_price', sa.Numeric(precision=14, scale=2), nullable=True),
     sa.Column('status_message', sa.Text(), nullable=True),
     sa.Column('gtt_trigger_id', sa.String(length=24), nullable=True),
-    sa.Column('placed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('placed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('order_id')
     )
     op.create_index(op.f('ix_paper_orders_tag'), 'paper_orders', ['tag'], unique=False)
     op.create_table('processed_messages',
     sa.Column('consumer', sa.String(length=40), nullable=False),
     sa.Column('msg_id', sa.String(length=200), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('consumer', 'msg_id')
     )
     op.create_table('settings',
@@ -242,7 +256,8 @@ def upgrade() -> None:
     sa.Column('section', sa.String(length=20), nullable=False),
     sa.Column('values', sa.JSON(), nullable=False),
     sa.Column('changed_by', sa.String(length=80), nullable=False),
-    sa.Column('changed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('changed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index(op.f('ix_settings_section'), 'settings', ['section'], unique=False)
@@ -250,7 +265,8 @@ def upgrade() -> None:
     sa.Column('strategy', sa.String(length=40), nullable=False),
     sa.Column('symbol', sa.String(length=40), nullable=False),
     sa.Column('state', sa.JSON(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.PrimaryKeyConstraint('strategy', 'symbol')
     )
     op.create_table('users',
@@ -258,7 +274,8 @@ def upgrade() -> None:
     sa.Column('username', sa.String(length=80), nullable=False),
     sa.Column('password_hash', sa.String(length=200), nullable=False),
     sa.Column('role', sa.String(length=10), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'),
+              nullable=False),
     sa.Column('disabled', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('username')
@@ -311,7 +328,8 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_paper_gtts_symbol'), table_name='paper_gtts')
     op.drop_index(op.f('ix_paper_gtts_status'), table_name='paper_gtts')
     op.drop_table('paper_gtts')
-    op.drop_index('ix_outbox_unpublished', table_name='outbox', postgresql_where=sa.text('published_at IS NULL'))
+    op.drop_index('ix_outbox_unpublished', table_name='outbox',
+                  postgresql_where=sa.text('published_at IS NULL'))
     op.drop_table('outbox')
     op.drop_index(op.f('ix_orders_symbol'), table_name='orders')
     op.drop_index(op.f('ix_orders_state'), table_name='orders')
