@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e bench chaos up down lint clean chromium vendor
+.PHONY: install run test test-unit test-integration test-e2e bench chaos up down lint clean chromium vendor constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install Ratchet with the `ratchet` command
@@ -39,6 +39,14 @@ chromium:  ## Debian's Chromium for the dashboard's browser test: installed when
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "could not install chromium: the dashboard browser test will be skipped"; \
 	else echo "no /usr/bin/chromium and not root: the dashboard browser test will be skipped"; fi
+
+constraints:  ## re-resolve every dependency to its newest allowed version into constraints.txt
+	rm -rf $(VENV)-resolve && $(PYTHON) -m venv $(VENV)-resolve
+	$(VENV)-resolve/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-resolve/bin/python -m pip install --quiet -e '.[test]'
+	{ grep '^#' constraints.txt; $(VENV)-resolve/bin/python -m pip freeze --exclude-editable; } \
+	  > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(VENV)-resolve
 
 vendor:  ## refresh the vendored browser libraries (charts, Swagger UI) from package-lock.json (npm)
 	npm ci --ignore-scripts --no-audit --no-fund

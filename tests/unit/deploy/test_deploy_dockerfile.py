@@ -71,9 +71,10 @@ def test_build_stage_installs_the_project_into_a_venv() -> None:
     build = stages()[0]
     runs = " ".join(i.args for i in build if i.keyword == "RUN")
     assert "python -m venv /opt/ratchet/.venv" in runs
-    assert re.search(r"pip install \.(\s|$)", runs), "the project itself, not editable"
-    copied = {i.args.split()[0] for i in build if i.keyword == "COPY"}
-    assert {"pyproject.toml", "ratchet", "shared", "services"} <= copied
+    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", runs), (
+        "the project itself, not editable, at the tested versions")
+    copied = {src for i in build if i.keyword == "COPY" for src in i.args.split()[:-1]}
+    assert {"pyproject.toml", "constraints.txt", "ratchet", "shared", "services"} <= copied
 
 
 def test_runtime_stage_runs_as_a_numeric_non_root_user() -> None:
@@ -149,15 +150,16 @@ def ignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
-    sources = ["pyproject.toml", "ratchet/cli.py", "shared/config.py", "services/api/main.py",
-               "backtest/core.py",
+    sources = ["pyproject.toml", "constraints.txt", "ratchet/cli.py", "shared/config.py",
+               "services/api/main.py", "backtest/core.py",
                "shared/store/migrations/env.py", "deploy/healthcheck.py", "deploy/Dockerfile"]
     for path in sources:
         assert not ignored(path), path
     for path in (".git/HEAD", ".venv/bin/python", ".env", ".ratchet/admin-key", "tests/conftest.py",
                  "shared/__pycache__/config.cpython-311.pyc", "deploy/k8s/base/kustomization.yaml"):
         assert ignored(path), path
-    for copied in [i.args.split()[0] for s in stages() for i in s if i.keyword == "COPY"]:
-        if not copied.startswith("--from"):
-            assert (ROOT / copied).exists(), copied
-            assert not ignored(copied), copied
+    for copied in [src for s in stages() for i in s
+                   if i.keyword == "COPY" and not i.args.startswith("--from")
+                   for src in i.args.split()[:-1]]:
+        assert (ROOT / copied).exists(), copied
+        assert not ignored(copied), copied
