@@ -30,6 +30,7 @@ from shared.store.db import make_engine, make_sessions
 from . import problems
 from .commands import SOURCE, flush_outbox
 from .context import ApiContext, KeyCache
+from .deps import credential_is_live
 from .fastpath import FastReads
 from .hub import Hub, HubOptions
 from .idempotency import IdempotencyMiddleware
@@ -211,7 +212,11 @@ def create_app(
 
     # add_middleware puts each new layer outside the previous ones. Request order: metrics,
     # security headers, body limit, idempotency, then FastAPI's routing.
-    app.add_middleware(IdempotencyMiddleware, redis=lambda: ctx.fast.redis, prefix=API_PREFIX + "/")
+    app.add_middleware(
+        IdempotencyMiddleware, redis=lambda: ctx.fast.redis,
+        is_live=lambda presented: credential_is_live(ctx, presented),
+        secret_paths=frozenset({f"{API_PREFIX}/keys"}),  # POST /keys answers with a new secret
+        prefix=API_PREFIX + "/")
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -17,6 +17,7 @@ from shared.auth import Role, constant_time_equals, hash_secret, key_is_usable
 from shared.store.models import ApiKey
 
 from .context import ApiContext, Caller
+from .idempotency import Credential
 from .problems import ApiProblem, problem_responses
 from .security import CSRF_HEADER, SESSION_COOKIE, hit_rate_limit, load_session
 
@@ -89,6 +90,18 @@ async def _key_caller(ctx: ApiContext, api_key: str) -> Caller | None:
         if caller is not None:
             ctx.keys.put(key_hash, caller)
     return caller
+
+
+async def credential_is_live(ctx: ApiContext, presented: Credential) -> bool:
+    """Whether an API key or session token names a caller now (no rate limit, no CSRF check):
+    a stored response is replayed only to a caller who could still make the request."""
+    kind, secret = presented
+    try:
+        if kind == "key":
+            return await _key_caller(ctx, secret) is not None
+        return await load_session(ctx.fast.redis, secret) is not None
+    except RedisError:
+        return False  # the route then answers as it does when the session store is down
 
 
 async def _session_caller(request: Request, ctx: ApiContext, token: str) -> Caller | None:

@@ -3,6 +3,7 @@ users and login, rate limits, body limit and Idempotency-Key."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 
@@ -336,3 +337,36 @@ def test_idempotency_key_replays_the_first_response(
     bad_key = client.post("/api/v1/flatten", json={"confirm": True},
                           headers={**h(admin_key), "Idempotency-Key": "x" * 300})
     assert bad_key.status_code == 400
+
+
+def test_a_new_keys_secret_is_never_kept_for_a_replay(
+    client: TestClient, admin_key: str, sessions: sessionmaker[Session], redis_client: redis.Redis,
+) -> None:
+    headers = {**h(admin_key), "Idempotency-Key": "new-key-1"}
+    body = {"name": "bot", "role": "trader"}
+    first = client.post("/api/v1/keys", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    secret = first.json()["secret"]
+    stored = [redis_client.get(k) or b"" for k in redis_client.scan_iter("api:idem:*")]
+    assert stored and not any(secret.encode() in v or base64.b64encode(secret.encode()) in v
+                              or b'"body"' in v for v in stored)
+    again = client.post("/api/v1/keys", json=body, headers=headers)
+    assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
+    assert "succeeded (201)" in again.json()["detail"] and secret not in again.text
+    names = [k["name"] for k in client.get("/api/v1/keys", headers=h(admin_key)).json()]
+    assert names.count("bot") == 1  # the effect happened once
+
+
+def test_a_revoked_credential_gets_no_replay(
+    client: TestClient, admin_key: str, make_key: Callable[..., str],
+    sessions: sessionmaker[Session],
+) -> None:
+    other_admin = make_key(Role.ADMIN, "soon-revoked")
+    headers = {**h(other_admin), "Idempotency-Key": "halt-r"}
+    first = client.post("/api/v1/halt", json={"reason": "r"}, headers=headers)
+    assert first.status_code == 201, first.text
+    keys = client.get("/api/v1/keys", headers=h(admin_key)).json()
+    [revoked_id] = [k["id"] for k in keys if k["name"] == "soon-revoked"]
+    assert client.delete(f"/api/v1/keys/{revoked_id}", headers=h(admin_key)).status_code == 200
+    replay = client.post("/api/v1/halt", json={"reason": "r"}, headers=headers)
+    assert replay.status_code == 401 and "idempotent-replayed" not in replay.headers
