@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
 import orjson
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# A credential in a URL's query (the dashboard's WebSocket sends its API key as ?key=, browsers
+# cannot set headers there): uvicorn logs such URLs, and secrets are never logged.
+_QUERY_SECRET = re.compile(r"([?&](?:key|api_key|token|access_token)=)[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of credential query parameters replaced."""
+    return _QUERY_SECRET.sub(r"\1[redacted]", text) if "=" in text else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,13 +32,13 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(doc, default=str).decode()
 
 

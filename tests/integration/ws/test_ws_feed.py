@@ -3,6 +3,8 @@ rupees out of paise, and a reconnecting client that resumes without gaps or repe
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +40,7 @@ from shared.contracts.messages import (
     OrderFilled,
     Side,
 )
+from shared.logs import JsonFormatter
 from shared.store.models import Ladder, Trade
 
 T0 = datetime(2025, 1, 2, 4, 0, tzinfo=UTC)
@@ -85,6 +88,26 @@ def test_a_key_in_the_header_or_the_query_is_accepted(live_api: LiveApi, viewer_
         assert hello["data"]["role"] == "viewer"
     with open_ws(f"{live_api.ws}?key={viewer_key}") as ws:
         assert recv(ws)["data"]["type"] == "hello"
+
+
+def test_a_key_in_the_query_is_not_logged(live_api: LiveApi, viewer_key: str) -> None:
+    """uvicorn logs a WebSocket's URL at INFO, query included: the JSON log lines redact it."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter("api"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)  # as configure_logging does
+    try:
+        with open_ws(f"{live_api.ws}?key={viewer_key}") as ws:
+            assert recv(ws)["data"]["type"] == "hello"
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    logged = lines.getvalue()
+    assert "ws?key=[redacted]" in logged  # the handshake was logged, without its key
+    assert viewer_key not in logged
 
 
 def test_the_session_cookie_is_accepted_from_this_origin_only(
