@@ -11,12 +11,13 @@ import pytest
 import redis
 from api_helpers import add_ladder, add_leg, control_messages
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
 from services.api.commands import Command
 from shared.auth import Role, create_user
+from shared.config import Settings
 from shared.contracts.messages import ExitRequested, Flatten, Halt, ParamsChanged, Resume
 from shared.store.models import AuditEntry, HaltRecord, OutboxMessage, SettingsVersion
 
@@ -199,6 +200,25 @@ def test_keys_create_list_revoke(client: TestClient, admin_key: str) -> None:
     assert client.delete("/api/v1/keys/999", headers=h(admin_key)).status_code == 404
     bad = client.post("/api/v1/keys", json={"name": "x", "role": "root"}, headers=h(admin_key))
     assert bad.status_code == 422
+
+
+def test_login_guessing_is_limited_per_address_without_locking_the_owner_out(
+    api_settings: Settings, engine: Engine, redis_client: redis.Redis,
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        create_user(session, "alice", "alice-pass-1", Role.ADMIN)
+
+    def login_from(address: str, passwords: list[str]) -> list[int]:
+        app = create_app(api_settings, engine=engine, redis=redis_client)
+        with TestClient(app, raise_server_exceptions=False, client=(address, 1)) as caller:
+            return [caller.post("/api/v1/auth/login",
+                                json={"username": "alice", "password": p}).status_code
+                    for p in passwords]
+
+    guesses = [f"guess-{n}" for n in range(10)]
+    assert login_from("6.6.6.6", [*guesses, "guess-10", "alice-pass-1"]) == [401] * 10 + [429] * 2
+    assert login_from("10.0.0.5", ["alice-pass-1"]) == [200]  # the owner, elsewhere, gets in
 
 
 def test_users_login_csrf_logout(
