@@ -191,7 +191,7 @@ class StrategyService:
                     self.on_exec_event(payload)
             elif isinstance(payload, ExitRequested | Flatten | StrategyStart | StrategyStop
                             | ParamsChanged):
-                self.on_control(payload)
+                self.on_control(payload, envelope.ts)
 
     def on_ticks(self, payload: Ticks) -> None:
         """Ticks of a symbol this replica does not own are dropped: a batch read before its shard
@@ -251,7 +251,9 @@ class StrategyService:
         if ladder is not None:
             self.record(ladder.symbol, decisions, ladder=ladder)
 
-    def on_control(self, payload: Payload) -> None:
+    def on_control(self, payload: Payload, ts_ms: int) -> None:
+        """``ts_ms`` is the control message's time: an exit it asks for is decided then (the
+        engine has no clock), and execution books the leg's close on that day."""
         if isinstance(payload, StrategyStop):
             self.enabled = False
         elif isinstance(payload, StrategyStart):
@@ -260,11 +262,11 @@ class StrategyService:
             self.apply_params(payload)
         elif isinstance(payload, Flatten):
             for lad in self.engine.ladders():
-                self._exit_ladder(lad, ExitReason.FLATTEN)
+                self._exit_ladder(lad, ExitReason.FLATTEN, ts_ms)
         elif isinstance(payload, ExitRequested):
             ladder = self.engine.ladder(payload.ladder_id)
             if ladder is not None:
-                self._exit_ladder(ladder, ExitReason.MANUAL, only_leg=payload.leg)
+                self._exit_ladder(ladder, ExitReason.MANUAL, ts_ms, only_leg=payload.leg)
 
     def apply_params(self, change: ParamsChanged) -> None:
         """New settings at run time: new legs use them; open legs keep their stop %. A change
@@ -282,7 +284,11 @@ class StrategyService:
         self.settings = merged
         log.info("strategy settings applied", extra={"by": change.by, "values": change.values})
 
-    def _exit_ladder(self, ladder: Ladder, reason: ExitReason, only_leg: int | None = None) -> None:
+    def _exit_ladder(
+        self, ladder: Ladder, reason: ExitReason, ts_ms: int, only_leg: int | None = None
+    ) -> None:
+        """ExitLeg intents stamped with the decision's time ``ts_ms``, not the leg's entry: a
+        CNC leg bought yesterday and sold today at a loss is today's loss for the guards."""
         intents: list[Payload] = []
         for leg in ladder.open_legs():
             if only_leg is not None and leg.leg != only_leg:
@@ -291,7 +297,7 @@ class StrategyService:
                 intent_id=intent_id(self.name, ladder.exchange, ladder.symbol, ladder.key,
                                     leg.leg, "exit"),
                 strategy=self.name, exchange=ladder.exchange, symbol=ladder.symbol,
-                ladder_id=ladder.ladder_id, leg=leg.leg, ts_ms=leg.entry_ms or 0, qty=leg.qty,
+                ladder_id=ladder.ladder_id, leg=leg.leg, ts_ms=ts_ms, qty=leg.qty,
                 ref_price=leg.highest, reason=reason,
             ))
         self._intents.extend(intents)

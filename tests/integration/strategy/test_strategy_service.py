@@ -120,3 +120,56 @@ def test_ticks_read_before_a_shard_moved_away_do_not_load_its_symbol_back(sessio
     with sessions() as session:
         assert session.get(Trade, f"{LADDER}:1").stop_loss == stop_at_handover
     assert len(intents(sessions)) == published
+
+
+def test_an_exit_asked_today_is_booked_today_so_the_daily_loss_guard_sees_it(
+    sessions, redis_client, redis_url, database_url
+) -> None:
+    """A leg bought yesterday and exited today at a loss over the daily limit: the ExitLeg
+    carries the control message's time (not the leg's entry), so the loss is today's and
+    today's next entry is refused. Stamped with the entry time, the loss went to yesterday."""
+    from services.execution.brokers.paper import PaperBroker
+    from services.execution.budget import OrderBudget
+    from services.execution.faults import FaultPoints
+    from services.execution.processor import Execution
+    from services.execution.states import OrderState
+    from shared.config import Settings
+    from shared.contracts.messages import Envelope, ExitLeg, ExitRequested, Flatten, PlaceOrder
+    from shared.store.models import HaltRecord, Order
+
+    day = 86_400_000
+    execution = Execution(
+        sessions, PaperBroker(sessions), OrderBudget(redis_client, 10, 400, 5000),
+        Settings(redis_url=redis_url, database_url=database_url), SessionRules(),
+        FaultPoints(frozenset(), 0))
+    svc = service(sessions)
+    restore_pending_leg(svc)
+    bought = PlaceOrder(intent_id=FILL.intent_id, strategy="momentum", exchange="NSE",
+                        symbol="INFY", ladder_id=LADDER, leg=1, ts_ms=T0 - day, qty=10,
+                        ref_price=100_000)
+    execution.place_order(bought)  # filled yesterday, at ₹1,000
+    svc.on_exec_event(FILL.model_copy(update={"ts_ms": T0 - day, "qty": 10, "price": 100_000}))
+    svc.flush()
+
+    def control(payload: ExitRequested | Flatten, ts: int) -> list[ExitLeg]:
+        before = len(intents(sessions))
+        svc.handle("control", "1-0", Envelope(type=payload.TYPE, v=1, id=f"api:{ts}", ts=ts,
+                                              source="api", payload=payload))
+        svc.flush()
+        return [i for i in intents(sessions)[before:] if isinstance(i, ExitLeg)]
+
+    (flattened,) = control(Flatten(by="admin"), T0 + 1000)
+    assert flattened.ts_ms == T0 + 1000
+    (exit_leg,) = control(ExitRequested(ladder_id=LADDER, leg=1, by="admin"), T0 + 2000)
+    assert exit_leg.ts_ms == T0 + 2000 and exit_leg.intent_id == flattened.intent_id
+
+    execution.exit_leg(exit_leg.model_copy(update={"ref_price": 40_000}))  # ₹6,000 lost
+    later = PlaceOrder(intent_id="momentum:NSE:INFY:202611241100:1:buy", strategy="momentum",
+                       exchange="NSE", symbol="INFY", ladder_id="NSE:INFY:202611241100", leg=1,
+                       ts_ms=T0 + 3000, qty=1, ref_price=100_000)
+    execution.place_order(later)
+    with sessions() as session:
+        refused = session.scalars(select(Order).where(Order.intent_id == later.intent_id)).one()
+        halts = [h.kind for h in session.scalars(select(HaltRecord))]
+    assert refused.state == OrderState.REJECTED and refused.reason == "guard: halted"
+    assert halts == ["daily_loss"]
