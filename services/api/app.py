@@ -35,7 +35,7 @@ from .fastpath import FastReads
 from .hub import Hub, HubOptions
 from .idempotency import IdempotencyMiddleware
 from .metrics import ApiMetrics, MetricsMiddleware
-from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from .middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from .routers import (
     admin,
     alerts,
@@ -211,12 +211,13 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
 
     # add_middleware puts each new layer outside the previous ones. Request order: metrics,
-    # security headers, body limit, idempotency, then FastAPI's routing.
+    # security headers, body limit, NUL guard, idempotency, then FastAPI's routing.
     app.add_middleware(
         IdempotencyMiddleware, redis=lambda: ctx.fast.redis,
         is_live=lambda presented: credential_is_live(ctx, presented),
         secret_paths=frozenset({f"{API_PREFIX}/keys"}),  # POST /keys answers with a new secret
         prefix=API_PREFIX + "/")
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

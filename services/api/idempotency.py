@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .middleware import read_body, replay_body
 from .problems import problem_response
 
 log = logging.getLogger("ratchet.api")
@@ -98,7 +99,7 @@ class IdempotencyMiddleware:
             return
         who = caller_scope(presented)
 
-        body = await _read_body(receive)
+        body = await read_body(receive)
         fingerprint = hashlib.sha256(
             b"\0".join([scope["method"].encode(), path.encode(), scope.get("query_string", b""),
                         body])
@@ -136,7 +137,7 @@ class IdempotencyMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, _replay(body, receive), capture)
+            await self.app(scope, replay_body(body, receive), capture)
         finally:
             await self._remember(client, store_key, fingerprint, captured,
                                  withhold=path in self.secret_paths)
@@ -166,7 +167,7 @@ class IdempotencyMiddleware:
         receive: Receive, send: Send,
     ) -> None:
         if existing is None:  # the first request finished and was not kept: just run this one
-            await self.app(scope, _replay(await _read_body(receive), receive), send)
+            await self.app(scope, replay_body(await read_body(receive), receive), send)
             return
         record = orjson.loads(existing)
         if record.get("fp") != fingerprint:
@@ -191,29 +192,3 @@ class IdempotencyMiddleware:
             await send({"type": "http.response.body", "body": base64.b64decode(record["body"])})
             return
         await response(scope, receive, send)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives the buffered body, then waits on the real one (for a disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

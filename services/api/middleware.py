@@ -1,6 +1,9 @@
-"""Pure ASGI middleware: security headers on every response; a request body size limit."""
+"""Pure ASGI middleware: security headers on every response; a request body size limit; no NUL
+characters in a request."""
 
 from __future__ import annotations
+
+import re
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -109,3 +112,61 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await problem_response(413, exc.detail, instance=scope["path"])(scope, receive, send)
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (a middleware that needs it passes it on with replay_body)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the buffered body, then waits on the real one (for a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+# A NUL in a JSON string is written \u0000; \\u0000 (an escaped backslash, then u0000) is text.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+NUL_DETAIL = "text must not contain NUL (\\u0000) characters"
+
+
+class NulGuardMiddleware:
+    """Refuse a request with a NUL character in its path, query or JSON body (422): Postgres
+    cannot store one in text, so it would fail deep inside a command as an internal error, or
+    travel on to a service in a message."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+            await problem_response(422, NUL_DETAIL, instance=scope["path"])(scope, receive, send)
+            return
+        if scope["method"] in _BODILESS and not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        if _JSON_NUL.search(body):
+            await problem_response(422, NUL_DETAIL, instance=scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, replay_body(body, receive), send)

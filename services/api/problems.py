@@ -146,6 +146,15 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _unstorable(request: Request, exc: Exception) -> Response:
+    """A value the database refuses (out of a column's range, say) that validation let through:
+    the client's to fix, and the transaction was rolled back."""
+    log.warning("%s %s: a value the database cannot store (%s)", request.method,
+                request.url.path, type(getattr(exc, "orig", exc)).__name__)
+    return problem_response(422, "a value in the request cannot be stored",
+                            instance=request.url.path)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "internal error", instance=request.url.path)
@@ -157,6 +166,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     for unavailable in STORE_OUTAGES:
         app.add_exception_handler(unavailable, _store_unavailable)
+    app.add_exception_handler(sa_exc.DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)
 
 
