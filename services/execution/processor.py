@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
 from services.execution.brokers.base import (
+    GTT_GONE,
     BrokerError,
     BrokerInterface,
     BrokerOrder,
@@ -781,17 +782,15 @@ class Execution:
             try:
                 self.broker.delete_gtt(gtt.trigger_id)
             except BrokerRejected:
-                return  # not active any more (triggered): the reconciler records the exit
+                # Not active any more: triggered (the reconciler records the exit), or deleted
+                # by an earlier call whose answer was lost (then it is gone: record that).
+                if not self._gone_at_broker(gtt.trigger_id):
+                    return
             except BrokerError as exc:  # unreachable, expired session: the reconciler retries
                 log.warning("GTT delete deferred",
                             extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
                 return
-            with self.sessions.begin() as session:
-                row = session.get(Gtt, gtt_id)
-                if row is not None and ledger.move_gtt(session, row, GttEvent.DELETE):
-                    ledger.emit(session,
-                                GttDeleted(**self._gtt_leg(row, ts), trigger_id=gtt.trigger_id),
-                                msg_id=f"{row.intent_id}:deleted", ts_ms=ts)
+            self.confirm_deleted(gtt_id, ts)
             return
         if gtt.desired_trigger > gtt.trigger_price:
             desired = gtt.desired_trigger
@@ -818,6 +817,28 @@ class Execution:
                         msg_id=f"{gtt.ladder_id}:{gtt.leg}:stop@{to_paise(desired)}",
                         ts_ms=ts,
                     )
+
+    def _gone_at_broker(self, trigger_id: str) -> bool:
+        """Whether the broker's book shows this GTT gone without firing (absent too); False
+        when it fired, is still active, or the book cannot be read."""
+        try:
+            found = [g for g in self.broker.gtts() if g.trigger_id == trigger_id]
+        except BrokerError as exc:
+            log.warning("GTT status unknown", extra={"trigger_id": trigger_id, "error": str(exc)})
+            return False
+        return not found or found[-1].status in GTT_GONE
+
+    def confirm_deleted(self, gtt_id: int, ts_ms: int) -> None:
+        """An ACTIVE GTT we asked to delete is gone at the broker: DELETED, so its leg's exit
+        can go on."""
+        with self.sessions.begin() as session:
+            row = session.get(Gtt, gtt_id)
+            if row is None or row.state != GttState.ACTIVE or not row.delete_requested:
+                return
+            if ledger.move_gtt(session, row, GttEvent.DELETE):
+                ledger.emit(session, GttDeleted(**self._gtt_leg(row, ts_ms),
+                                                trigger_id=row.trigger_id or ""),
+                            msg_id=f"{row.intent_id}:deleted", ts_ms=ts_ms)
 
     def exit_unprotected(self, gtt: Gtt, why: str, ts_ms: int) -> None:
         """A leg whose stop cannot be placed (the price already ran through it, the GTT cap) is

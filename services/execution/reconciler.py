@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.execution import ledger
 from services.execution.brokers.base import (
+    GTT_GONE,
     BrokerError,
     BrokerGtt,
     BrokerOrder,
@@ -224,8 +225,10 @@ class Reconciler:
         return None
 
     def _check_active(self, gtt: Gtt, at_broker: BrokerGtt | None) -> None:
-        if at_broker is None or at_broker.status in (GttStatus.DELETED, GttStatus.CANCELLED,
-                                                    GttStatus.EXPIRED, GttStatus.REJECTED):
+        if at_broker is None or at_broker.status in GTT_GONE:
+            if gtt.delete_requested:  # deleted as asked, the answer lost: its exit goes on
+                self.execution.confirm_deleted(gtt.id, self.now_ms())
+                return
             with self.sessions.begin() as session:
                 ledger.raise_alert(
                     session, AlertLevel.CRITICAL, "gtt_missing",

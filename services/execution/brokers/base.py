@@ -99,6 +99,11 @@ class GttStatus(StrEnum):
     EXPIRED = "expired"
 
 
+# No longer live at the broker and never fired: nothing of it can sell the leg any more.
+GTT_GONE = frozenset({GttStatus.DELETED, GttStatus.CANCELLED, GttStatus.EXPIRED,
+                      GttStatus.REJECTED})
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerGtt:
     trigger_id: str

@@ -1,0 +1,118 @@
+"""GTTs under lost answers and concurrent workers: a delete whose answer was lost, two
+reconcilers settling one GTT, a PlaceGtt handled after its leg's exit, two raises at once."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.execution.brokers.base import BrokerTimeout
+from services.execution.brokers.paper import PaperBroker
+from services.execution.processor import Execution
+from services.execution.reconciler import Reconciler
+from services.execution.states import GttState, OrderState
+from shared.contracts.messages import DeleteGtt, ExitLeg, PlaceGtt
+from shared.store.models import Gtt, Order, PaperGtt, PaperOrder
+from tests.integration.execution import test_execution
+from tests.integration.execution.test_execution import TS, buy
+
+# test_execution's fixtures, shared: a paper broker on real Postgres, settle window 0
+settings = test_execution.settings
+execution = test_execution.execution
+reconciler = test_execution.reconciler
+
+LADDER = "NSE:INFY:202611240945"
+
+
+def place_gtt_intent(trigger: int = 97_500) -> PlaceGtt:
+    return PlaceGtt(intent_id=f"momentum:{LADDER}:1:gtt", strategy="momentum", exchange="NSE",
+                    symbol="INFY", ladder_id=LADDER, leg=1, ts_ms=TS, qty=10, trigger=trigger,
+                    target=105_000, last_price=100_000)
+
+
+def exit_intent() -> ExitLeg:
+    return ExitLeg(intent_id=f"momentum:{LADDER}:1:exit", strategy="momentum", exchange="NSE",
+                   symbol="INFY", ladder_id=LADDER, leg=1, ts_ms=TS, qty=10, ref_price=101_000)
+
+
+def paper(execution: Execution) -> PaperBroker:
+    broker = execution.broker
+    assert isinstance(broker, PaperBroker)
+    return broker
+
+
+def test_a_gtt_deleted_with_its_answer_lost_lets_the_exit_go_out(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session]
+) -> None:
+    """The delete reached the broker but its answer was lost; the retry is refused ("not
+    active"). That refusal is checked against the broker's book, which shows the GTT deleted:
+    ours is DELETED and the sale goes out (it stayed NEW for ever, the leg with no stop)."""
+    execution.place_order(buy())
+    execution.place_gtt(place_gtt_intent())
+    broker = paper(execution)
+    delete = broker.delete_gtt
+    calls: list[str] = []
+
+    def answer_lost_once(trigger_id: str) -> None:
+        calls.append(trigger_id)
+        delete(trigger_id)
+        if len(calls) == 1:
+            raise BrokerTimeout("deleted, answer lost")
+
+    broker.delete_gtt = answer_lost_once  # type: ignore[method-assign]
+    execution.exit_leg(exit_intent())
+    reconciler.run_once()
+    with sessions() as s:
+        assert s.scalars(select(Gtt)).one().state == GttState.DELETED
+        assert s.scalars(select(Order).where(Order.side == "SELL")).one().state == OrderState.FILLED
+        assert s.scalars(select(Order).where(Order.side == "BUY")).one().leg_closed_at is not None
+    assert broker.holdings().get(("NSE", "INFY"), 0) == 0
+
+
+def test_the_reconciler_records_a_requested_delete_it_finds_done(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session]
+) -> None:
+    """Every delete call times out after the broker deleted: the reconciler, finding the GTT
+    deleted as asked, records it DELETED (not a 'gtt_missing' alert for ever)."""
+    execution.place_order(buy())
+    execution.place_gtt(place_gtt_intent())
+    broker = paper(execution)
+    delete = broker.delete_gtt
+
+    def answer_always_lost(trigger_id: str) -> None:
+        delete(trigger_id)
+        raise BrokerTimeout("deleted, answer lost")
+
+    broker.delete_gtt = answer_always_lost  # type: ignore[method-assign]
+    execution.delete_gtt(DeleteGtt(intent_id=f"momentum:{LADDER}:1:delete", strategy="momentum",
+                                   exchange="NSE", symbol="INFY", ladder_id=LADDER, leg=1,
+                                   ts_ms=TS))
+    with sessions() as s:
+        assert s.scalars(select(Gtt)).one().state == GttState.ACTIVE
+    reconciler.run_once()
+    with sessions() as s:
+        assert s.scalars(select(Gtt)).one().state == GttState.DELETED
+
+
+def test_an_exit_whose_gtt_fired_unseen_is_left_to_the_gtt(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session]
+) -> None:
+    """The delete is refused because the GTT triggered (not yet recorded): that is not taken
+    as deleted. The trigger closes the leg, and the exit is not sent: the leg is sold once."""
+    execution.place_order(buy())
+    execution.place_gtt(place_gtt_intent())
+    broker = paper(execution)
+    assert broker.on_tick("INFY", 97_000)  # fired at the broker; execution has not seen it
+    execution.exit_leg(exit_intent())
+    reconciler.run_once()
+    reconciler.run_once()
+    with sessions() as s:
+        assert s.scalars(select(Gtt)).one().state == GttState.TRIGGERED
+        assert s.scalars(select(Order).where(Order.side == "SELL")).one().state == (
+            OrderState.REJECTED)
+        assert s.scalars(select(Order).where(Order.side == "BUY")).one().leg_closed_at is not None
+        assert s.scalar(select(func.count()).select_from(PaperOrder)
+                        .where(PaperOrder.side == "SELL")) == 1
+    assert broker.holdings().get(("NSE", "INFY"), 0) == 0
+    with sessions() as s:
+        assert s.scalars(select(PaperGtt)).one().status == "triggered"
