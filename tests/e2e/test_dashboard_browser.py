@@ -3,9 +3,9 @@
 Headless Chromium from Debian (/usr/bin/chromium; `make test` installs it when missing), driven
 by Playwright's Python package pointed at that binary. An admin logs in, sees a leg appear live
 (pushed over the WebSocket, no reload), reads its stop on the chart and sees it move as the price
-rises, halts the system through the confirmation; a viewer then finds no halt button. Every
-request the page makes must stay on this machine, and no CSP violation may occur. Screenshots go
-to test-artifacts/dashboard/.
+rises, halts the system through the confirmation; a viewer then finds no halt button; an API key
+opens the board with its live feed (the key never in a URL). Every request the page makes must
+stay on this machine, and no CSP violation may occur. Screenshots go to test-artifacts/dashboard/.
 """
 
 from __future__ import annotations
@@ -136,6 +136,8 @@ def test_the_dashboard_live_in_a_browser() -> None:
             page.on("console", lambda m: csp_errors.append(m.text)
                     if "Content Security Policy" in m.text else None)
             page.on("pageerror", lambda e: csp_errors.append(f"page error: {e}"))
+            sockets: list[str] = []
+            page.on("websocket", lambda ws: sockets.append(ws.url))
 
             def shot(name: str) -> None:
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
@@ -179,6 +181,18 @@ def test_the_dashboard_live_in_a_browser() -> None:
             page.click("#theme")
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "7-viewer-phone-theme.png"), full_page=True)
+
+            # An API key opens the board too; the live feed carries it as a subprotocol, never
+            # in its URL (where a proxy would log it).
+            page.click("#signout")
+            page.wait_for_selector("#login:not([hidden])")
+            page.click("#login summary")
+            page.fill("#api-key", (home / "admin-key").read_text().strip())
+            page.click("#key-form button[type=submit]")
+            page.wait_for_selector("#board:not([hidden])")
+            page.wait_for_selector("#live.ok")
+            page.wait_for_selector("#controls", state="visible")  # the key's role: admin
+            assert sockets and not [url for url in sockets if "key" in url], sockets
             browser.close()
     finally:
         stop_run(proc, home)

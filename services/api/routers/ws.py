@@ -1,9 +1,12 @@
 """WebSocket ``/api/v1/ws``: the live feed (see :mod:`services.api.live` for the channels).
 
-Authentication, before the handshake is accepted: an API key in the ``X-API-Key`` header or the
-``key`` query parameter (for clients that cannot set headers), else the session cookie of a
-logged-in user. A cookie-authenticated handshake from another origin is refused (a WebSocket is
-not covered by CORS). A refused handshake is an HTTP problem response (401, 403, 429, 503).
+Authentication, before the handshake is accepted: an API key in the ``X-API-Key`` header; or,
+for clients that cannot set headers (browsers), offered as the subprotocols ``ratchet`` and
+``ratchet.key.<API key>`` (the server then accepts ``ratchet``), which keeps the key out of URLs
+and so out of proxies' logs; or the ``key`` query parameter (kept for older clients; redacted in
+Ratchet's own logs); else the session cookie of a logged-in user. A cookie-authenticated
+handshake from another origin is refused (a WebSocket is not covered by CORS). A refused
+handshake is an HTTP problem response (401, 403, 429, 503).
 
 Protocol (JSON text frames). The client sends::
 
@@ -56,9 +59,26 @@ def _same_origin(websocket: WebSocket) -> bool:
     return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
 
 
+SUBPROTOCOL = "ratchet"
+_KEY_PROTOCOL = SUBPROTOCOL + ".key."
+
+
+def _offered(websocket: WebSocket) -> list[str]:
+    return [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+
+
+def _protocol_key(websocket: WebSocket) -> str | None:
+    """An API key offered as the subprotocol ``ratchet.key.<key>`` (a browser's only header)."""
+    for offered in _offered(websocket):
+        if offered.startswith(_KEY_PROTOCOL):
+            return offered.removeprefix(_KEY_PROTOCOL)
+    return None
+
+
 async def authenticate(websocket: WebSocket, ctx: ApiContext) -> Caller:
     """The caller of a handshake, or an :class:`ApiProblem` to refuse it with."""
-    api_key = websocket.headers.get(API_KEY_HEADER) or websocket.query_params.get("key")
+    api_key = (websocket.headers.get(API_KEY_HEADER) or _protocol_key(websocket)
+               or websocket.query_params.get("key"))
     token = websocket.cookies.get(SESSION_COOKIE)
     caller: Caller | None
     if api_key:
@@ -79,7 +99,8 @@ async def authenticate(websocket: WebSocket, ctx: ApiContext) -> Caller:
     else:
         raise await _refuse(
             websocket, ctx,
-            "missing credentials: send an API key (X-API-Key header or ?key=) or log in",
+            "missing credentials: send an API key (X-API-Key header, or the subprotocol "
+            "ratchet.key.<key>) or log in",
         )
     await _limit(websocket, ctx, caller.scope)
     return caller
@@ -212,7 +233,8 @@ async def live_feed(websocket: WebSocket) -> None:
     except ApiProblem as problem:
         await _deny(websocket, problem)
         return
-    await websocket.accept()
+    # a browser drops a connection whose server picks none of the subprotocols it offered
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in _offered(websocket) else None)
     sub = hub.add(caller)
     sub.offer(system("hello", user=caller.name, role=caller.role.value, channels=list(CHANNELS),
                      queue_limit=sub.limit))

@@ -18,8 +18,13 @@ class LiveFeed {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const query = this.options.key ? `?key=${encodeURIComponent(this.options.key)}` : "";
-    return `${scheme}://${location.host}/api/v1/ws${query}`;
+    return `${scheme}://${location.host}/api/v1/ws`;
+  }
+
+  // A browser cannot set headers on a WebSocket: the key goes as a subprotocol, never in the URL
+  // (where proxies would log it); the server answers with "ratchet".
+  protocols() {
+    return this.options.key ? ["ratchet", `ratchet.key.${this.options.key}`] : [];
   }
 
   start(subscription) {
@@ -48,7 +53,7 @@ class LiveFeed {
   connect() {
     if (this.stopped) return;
     this.options.onState("connecting");
-    const socket = new WebSocket(this.url());
+    const socket = new WebSocket(this.url(), this.protocols());
     this.socket = socket;
     socket.onopen = () => {
       this.retryMs = 500;

@@ -90,6 +90,14 @@ def test_a_key_in_the_header_or_the_query_is_accepted(live_api: LiveApi, viewer_
         assert recv(ws)["data"]["type"] == "hello"
 
 
+def test_a_browser_offers_its_key_as_a_subprotocol(live_api: LiveApi, viewer_key: str) -> None:
+    with open_ws(live_api.ws, subprotocols=["ratchet", f"ratchet.key.{viewer_key}"]) as ws:
+        assert ws.subprotocol == "ratchet"  # a browser drops a socket whose protocol is unmet
+        hello = recv(ws)
+        assert hello["data"]["type"] == "hello" and hello["data"]["role"] == "viewer"
+    assert refused(live_api.ws, subprotocols=["ratchet", "ratchet.key.not-a-key"]) == 401
+
+
 def test_a_key_in_the_query_is_not_logged(live_api: LiveApi, viewer_key: str) -> None:
     """uvicorn logs a WebSocket's URL at INFO, query included: the JSON log lines redact it."""
     lines = io.StringIO()
