@@ -200,6 +200,8 @@ class Reconciler:
                     row = session.get(Gtt, gtt.id, with_for_update=True)
                     if row is None or row.state not in (GttState.SUBMITTED, GttState.UNKNOWN):
                         continue
+                    if row.submitted_at != gtt.submitted_at:
+                        continue  # another replica resubmitted it meanwhile, as in _resubmit
                     if row.delete_requested:  # never placed, and its leg is exiting: done
                         ledger.move_gtt(session, row, GttEvent.DELETE)
                         continue

@@ -3,10 +3,12 @@ reconcilers settling one GTT, a PlaceGtt handled after its leg's exit, two raise
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.execution.brokers.base import BrokerTimeout
+from services.execution.brokers.base import BrokerGtt, BrokerTimeout, GttRequest
 from services.execution.brokers.paper import PaperBroker
 from services.execution.processor import Execution
 from services.execution.reconciler import Reconciler
@@ -116,3 +118,53 @@ def test_an_exit_whose_gtt_fired_unseen_is_left_to_the_gtt(
     assert broker.holdings().get(("NSE", "INFY"), 0) == 0
     with sessions() as s:
         assert s.scalars(select(PaperGtt)).one().status == "triggered"
+
+
+def test_two_reconcilers_settling_one_gtt_place_it_once(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session]
+) -> None:
+    """Replica B reads the unsettled GTT and the broker's book; replica A then resubmits it and
+    is placing it when B locks the row. B sees it resubmitted since its read and leaves it to
+    A (it resubmitted and placed it too: two live GTTs for one leg)."""
+    execution.place_order(buy())
+    broker = paper(execution)
+    place, book = broker.place_gtt, broker.gtts
+
+    def never_reached(request: GttRequest) -> str:
+        raise BrokerTimeout("never reached")
+
+    broker.place_gtt = never_reached  # type: ignore[method-assign]
+    execution.place_gtt(place_gtt_intent())
+    with sessions() as s:
+        assert s.scalars(select(Gtt)).one().state == GttState.UNKNOWN
+    b_read, a_placing = threading.Event(), threading.Event()
+
+    def b_book() -> list[BrokerGtt]:
+        if threading.current_thread() is threading.main_thread():
+            return book()
+        seen = book()  # B's view, taken before A acts
+        b_read.set()
+        assert a_placing.wait(5)
+        return seen
+
+    b = threading.Thread(target=Reconciler(execution, reconciler.relay).settle_gtts)
+
+    def a_place(request: GttRequest) -> str:
+        if threading.current_thread() is threading.main_thread():
+            a_placing.set()
+            b.join(5)  # A's request is still in flight while B settles
+        return place(request)
+
+    broker.gtts = b_book  # type: ignore[method-assign]
+    broker.place_gtt = a_place  # type: ignore[method-assign]
+    b.start()
+    assert b_read.wait(5)
+    reconciler.settle_gtts()  # A
+    b.join(5)
+    broker.gtts = book  # type: ignore[method-assign]
+    reconciler.run_once()
+    with sessions() as s:
+        gtt = s.scalars(select(Gtt)).one()
+        live = s.scalars(select(PaperGtt).where(PaperGtt.status == "active")).all()
+    assert [str(p.trigger_id) for p in live] == [gtt.trigger_id]
+    assert gtt.state == GttState.ACTIVE
