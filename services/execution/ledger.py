@@ -428,20 +428,42 @@ def close_leg(
     session: Session, ladder_id: str, leg: int, exit_price: int, ts_ms: int
 ) -> Order | None:
     """Mark the leg's entry order closed at event time ``ts_ms`` with its realised PnL; None if
-    it was closed already. Event time, so that "today's loss" follows the market's day."""
+    it was closed already. Event time, so that "today's loss" follows the market's day. What
+    partly filled exits sold before (:func:`book_sold_part`) is booked already; the rest of the
+    leg is booked here at ``exit_price``."""
     send_queued_updates(session)  # the entry's fill may be queued in this very transaction
     buy = buy_order_of_leg(session, ladder_id, leg)
     if buy is None or buy.leg_closed_at is not None:
         return None
-    entry = buy.average_price or buy.ref_price
-    pnl = (to_rupees(exit_price) - entry) * buy.filled_qty
+    sold = session.scalar(select(func.coalesce(func.sum(Order.filled_qty), 0)).where(
+        Order.ladder_id == ladder_id, Order.leg == leg, Order.side == "SELL",
+        Order.state == OrderState.FILLED, Order.filled_qty < Order.qty))
     done = rows_updated(
         session,
         update(Order)
         .where(Order.id == buy.id, Order.leg_closed_at.is_(None))
-        .values(leg_closed_at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC), realised_pnl=pnl),
+        .values(leg_closed_at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),
+                realised_pnl=_plus_pnl(buy, exit_price, max(buy.filled_qty - (sold or 0), 0))),
     )
     return buy if done else None
+
+
+def book_sold_part(session: Session, ladder_id: str, leg: int, exit_price: int, qty: int) -> None:
+    """Add the PnL of ``qty`` shares of an open leg sold by a partly filled exit to its entry
+    order, which stays open: the rest is still held, and :func:`close_leg` books it."""
+    send_queued_updates(session)
+    buy = buy_order_of_leg(session, ladder_id, leg)
+    if buy is None or buy.leg_closed_at is not None:
+        return
+    session.execute(update(Order).where(Order.id == buy.id, Order.leg_closed_at.is_(None))
+                    .values(realised_pnl=_plus_pnl(buy, exit_price, qty)))
+
+
+def _plus_pnl(buy: Order, exit_price: int, qty: int) -> Any:
+    """The entry order's realised PnL plus that of ``qty`` shares sold at ``exit_price``, in
+    SQL, so parts booked by other transactions are added to, never overwritten."""
+    entry = buy.average_price or buy.ref_price
+    return func.coalesce(Order.realised_pnl, 0) + (to_rupees(exit_price) - entry) * qty
 
 
 def gtt_of_leg(session: Session, ladder_id: str, leg: int) -> Gtt | None:

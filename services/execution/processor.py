@@ -452,8 +452,11 @@ class Execution:
                         self.faults.point("after_broker_call")
                     outcomes.append((order, outcome, ts_ms))
             with session.no_autoflush, ledger.held_orders_updated_together(session):
+                rests: list[tuple[int, int]] = []
                 for order, outcome, ts_ms in outcomes:
-                    self._record_outcome(session, order, outcome, ts_ms)
+                    if rest := self._record_outcome(session, order, outcome, ts_ms):
+                        rests.append(rest)
+        self._send_rests(rests)
         if pause > 0:
             time.sleep(min(pause, 1.0))
         return sorted(unsent + queue)
@@ -486,16 +489,18 @@ class Execution:
 
     def _record_outcome(
         self, session: Session, order: Order, outcome: BrokerOrder | BrokerError, ts_ms: int
-    ) -> None:
+    ) -> tuple[int, int] | None:
+        """Record one broker call's outcome; a remainder exit to send, as :meth:`_apply`."""
         if isinstance(outcome, BrokerOrder):
-            self._apply(session, order, outcome, ts_ms)
-        elif isinstance(outcome, BrokerRejected):
+            return self._apply(session, order, outcome, ts_ms)
+        if isinstance(outcome, BrokerRejected):
             if ledger.move_order(session, order, OrderEvent.REJECT, reason=str(outcome)):
                 self._emit_rejected(session, order, str(outcome), None, ts_ms)
         elif isinstance(outcome, BrokerUnavailable):  # timed out or lost: reconciled by tag
             ledger.move_order(session, order, OrderEvent.LOSE, note=str(outcome))
         else:  # e.g. the session expired: left SUBMITTED, reconciled later
             log.error("order not sent", extra={"order_id": order.id, "error": str(outcome)})
+        return None
 
     def apply_broker_order(self, order_id: int, placed: BrokerOrder, ts_ms: int) -> None:
         self.apply_broker_orders([(order_id, placed, ts_ms)])
@@ -509,15 +514,21 @@ class Execution:
             rows = {o.id: o for o in session.scalars(
                 select(Order).where(Order.id.in_(sorted({a[0] for a in answers})))
                 .order_by(Order.id).with_for_update())}
+            rests: list[tuple[int, int]] = []
             with session.no_autoflush:
                 for order_id, placed, ts_ms in answers:
                     order = rows.get(order_id)
-                    if order is not None:
-                        self._apply(session, order, placed, ts_ms)
+                    if order is not None and (rest := self._apply(session, order, placed, ts_ms)):
+                        rests.append(rest)
+        self._send_rests(rests)
 
-    def _apply(self, session: Session, order: Order, placed: BrokerOrder, ts_ms: int) -> None:
+    def _apply(
+        self, session: Session, order: Order, placed: BrokerOrder, ts_ms: int
+    ) -> tuple[int, int] | None:
+        """Record what the broker holds for ``order``. Returns (order id, time) of the exit of
+        the rest of a leg that a partly filled sale recorded, to send once this commits."""
         if order.state in ORDER_TERMINAL:
-            return
+            return None
         known: _Known = (
             {} if order.broker_order_id is not None else {"broker_order_id": placed.order_id})
         partly_cancelled = placed.status == BrokerOrderStatus.CANCELLED and placed.filled_qty > 0
@@ -530,6 +541,8 @@ class Execution:
                 filled_qty=min(placed.filled_qty, order.qty), average_price=to_rupees(avg),
             )
             self._emit_filled(session, order, avg, ts_ms)
+            if order.side == "SELL" and order.filled_qty < order.qty:
+                return self._record_rest(session, order, avg, ts_ms), ts_ms
         elif placed.status == BrokerOrderStatus.REJECTED:
             reason = placed.status_message or "rejected by broker"
             ledger.move_order(session, order, OrderEvent.REJECT, reason=reason, **known)
@@ -552,6 +565,35 @@ class Execution:
                 msg_id=f"{order.intent_id}:accepted",
                 ts_ms=ts_ms,
             )
+        return None
+
+    def _record_rest(self, session: Session, order: Order, price: int, ts_ms: int) -> int:
+        """A sale that filled only part of its leg (the rest cancelled: market protection, a
+        circuit) leaves shares held whose stop is gone: record the sale of the rest in this
+        transaction, under one deterministic id, with a critical alert. Sent like the fallback
+        exit of a triggered GTT whose limit order did not fill (:meth:`_guard_and_submit`)."""
+        rest = order.qty - order.filled_qty
+        ledger.raise_alert(
+            session, AlertLevel.CRITICAL, "exit_partly_filled",
+            f"the sale of {order.symbol} leg {order.leg} filled {order.filled_qty} of "
+            f"{order.qty}; exiting the other {rest} at market",
+            ts_ms=ts_ms, symbol=order.symbol, ladder_id=order.ladder_id,
+            intent_id=order.intent_id,
+        )
+        intent = ExitLeg(
+            intent_id=f"{order.intent_id}:rest", strategy="execution", exchange=order.exchange,
+            symbol=order.symbol, ladder_id=order.ladder_id, leg=order.leg, ts_ms=ts_ms, qty=rest,
+            ref_price=price, reason=self._exit_reason(session, order),
+        )
+        rest_order = self._record_orders(session, [intent])[0]
+        ledger.insert_orders(session, [rest_order])
+        return rest_order.id
+
+    def _send_rests(self, rests: Sequence[tuple[int, int]]) -> None:
+        """Send the remainder exits :meth:`_record_rest` recorded (committed by now); a crash
+        before leaves them NEW, and the reconciler's pass over unsent exits sends them."""
+        for order_id, ts_ms in rests:
+            self._guard_and_submit(order_id, ts_ms)
 
     def _leg(self, order: Order, ts_ms: int) -> dict[str, object]:
         return {
@@ -576,18 +618,25 @@ class Execution:
             msg_id=f"{order.intent_id}:filled",
             ts_ms=ts_ms,
         )
-        if order.side == "SELL":
-            buy = ledger.close_leg(session, order.ladder_id, order.leg, price, ts_ms)
-            if buy is not None:
-                payload = session.get(Intent, order.intent_id)
-                reason = (payload.payload or {}).get("reason", "manual") if payload else "manual"
-                ledger.emit(
-                    session,
-                    LegClosed(**self._leg(order, ts_ms), qty=order.filled_qty, exit_price=price,
-                              reason=ExitReason(reason)),
-                    msg_id=f"{order.ladder_id}:{order.leg}:closed",
-                    ts_ms=ts_ms,
-                )
+        if order.side != "SELL":
+            return
+        if order.filled_qty < order.qty:
+            # An exit is for its leg's open quantity: sold in part, the leg stays open.
+            ledger.book_sold_part(session, order.ladder_id, order.leg, price, order.filled_qty)
+            return
+        if ledger.close_leg(session, order.ladder_id, order.leg, price, ts_ms) is not None:
+            ledger.emit(
+                session,
+                LegClosed(**self._leg(order, ts_ms), qty=order.filled_qty, exit_price=price,
+                          reason=self._exit_reason(session, order)),
+                msg_id=f"{order.ladder_id}:{order.leg}:closed",
+                ts_ms=ts_ms,
+            )
+
+    @staticmethod
+    def _exit_reason(session: Session, order: Order) -> ExitReason:
+        payload = session.get(Intent, order.intent_id)
+        return ExitReason((payload.payload or {}).get("reason", "manual") if payload else "manual")
 
     def _emit_rejected(
         self, session: Session, order: Order, reason: str, guard: str | None, ts_ms: int

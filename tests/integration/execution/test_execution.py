@@ -338,3 +338,63 @@ def test_a_lost_gtt_that_fired_before_it_was_adopted_closes_its_leg(
         assert s.scalar(select(func.count()).select_from(PaperGtt)) == 1
     assert buy_row.leg_closed_at is not None
     assert broker.holdings().get(("NSE", "INFY"), 0) == 0
+
+
+def test_a_partly_filled_exit_books_what_sold_and_sells_the_rest(
+    execution, reconciler, sessions, redis_client
+):
+    """A market-protected sale of a 10-share leg fills 4 and the rest is cancelled: the leg is
+    not closed on 4 (6 shares held, their stop gone); the 4 are booked, a critical alert is
+    raised and the other 6 are sold at market under one deterministic id; once they are, the
+    leg closes with the PnL of all 10."""
+    from dataclasses import replace
+
+    from services.execution.brokers.base import BrokerInterface, BrokerTimeout
+
+    class PartlyFilling(PaperBroker):
+        place_orders = BrokerInterface.place_orders  # each order a call of its own
+        rest_calls = 0
+
+        def place_order(self, request: OrderRequest) -> BrokerOrder:
+            if request.side == "SELL" and request.qty == 10:  # 4 fill, the rest is cancelled
+                placed = super().place_order(replace(request, qty=4))
+                return replace(placed, qty=10, status=BrokerOrderStatus.CANCELLED)
+            if request.side == "SELL":
+                self.rest_calls += 1
+                if self.rest_calls == 1:
+                    raise BrokerTimeout("scripted: timed out before the broker saw it")
+            return super().place_order(request)
+
+    execution.broker = reconciler.broker = PartlyFilling(sessions)
+    execution.place_order(buy(qty=10, price=100_000))
+    ladder = "NSE:INFY:202611240945"
+    exit_id = f"momentum:{ladder}:1:exit"
+    execution.exit_leg(ExitLeg(intent_id=exit_id, strategy="momentum", exchange="NSE",
+                               symbol="INFY", ladder_id=ladder, leg=1, ts_ms=TS, qty=10,
+                               ref_price=90_000))
+
+    def rows() -> tuple[Order, Order, Order | None]:
+        with sessions() as s:
+            by_intent = {o.intent_id: o for o in s.scalars(select(Order))}
+        return (by_intent[f"momentum:{ladder}:1:buy"], by_intent[exit_id],
+                by_intent.get(f"{exit_id}:rest"))
+
+    entry, sale, rest = rows()
+    assert (sale.state, sale.filled_qty) == (OrderState.FILLED, 4)
+    assert entry.leg_closed_at is None  # 6 shares still held
+    assert entry.realised_pnl == Decimal("-400.00")  # the 4 sold at ₹900
+    assert rest is not None and (rest.side, rest.qty, rest.state) == ("SELL", 6, "UNKNOWN")
+    with sessions() as s:
+        alert = s.scalars(select(AlertRecord)
+                          .where(AlertRecord.code == "exit_partly_filled")).one()
+    assert alert.level == "critical" and alert.intent_id == exit_id
+    assert "LegClosed" not in events(redis_client)
+
+    reconciler.run_once()  # the rest was never placed: sent again, and it fills
+    entry, sale, rest = rows()
+    assert rest is not None and (rest.state, rest.filled_qty) == (OrderState.FILLED, 6)
+    assert entry.leg_closed_at is not None
+    assert entry.realised_pnl == Decimal("-1000.00")  # (900 - 1000) x 10, booked once
+    with sessions() as s:
+        assert s.get(PaperHolding, ("NSE", "INFY")).qty == 0
+    assert events(redis_client).count("LegClosed") == 1
