@@ -265,7 +265,10 @@ class Execution:
         self._guard_and_submit(order_id, ts_ms)
 
     def _record_order(self, intent: PlaceOrder | ExitLeg) -> int:
+        """Record an exit (or a test's order) under the lock of its leg's entry order, so that
+        a PlaceGtt racing it sees it (:meth:`place_gtt`)."""
         with self.sessions.begin() as session:
+            self._lock_entry(session, intent.ladder_id, intent.leg)
             order = self._record_orders(session, [intent])[0]
             ledger.insert_orders(session, [order])
             return order.id
@@ -679,10 +682,22 @@ class Execution:
         )
 
     def place_gtt(self, intent: PlaceGtt) -> None:
+        """Record the leg's GTT and place it. Refused (REJECTED, answered as a rejection) for a
+        leg that is closed or whose exit is recorded: placed then, it would be live at the
+        broker with no leg to protect. Between replicas, the check and the GTT's insert run
+        under the lock of the leg's entry order, under which every exit is recorded
+        (:meth:`_record_order`): of an exit and a PlaceGtt at once, the second sees the first
+        (the exit then finds this GTT and takes it down first). The lock is taken only while
+        the leg has no GTT row: with one, nothing new is placed, and the entry is never locked
+        after a GTT (:meth:`record_gtt_exit` locks the GTT, then the entry)."""
         with self.sessions.begin() as session:
             ledger.record_intent(session, intent.intent_id, intent.TYPE,
                                  intent.model_dump(mode="json"))
             gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)
+            refusal = None
+            if gtt is None:
+                refusal = self._leg_exiting(session, intent.ladder_id, intent.leg)
+                gtt = ledger.gtt_of_leg(session, intent.ladder_id, intent.leg)  # under the lock
             if gtt is None:
                 gtt = Gtt(
                     intent_id=intent.intent_id,
@@ -701,6 +716,13 @@ class Execution:
                 session.add(gtt)
                 session.flush()
             session.refresh(gtt, with_for_update=True)  # one replica at a time past this point
+            if gtt.state == GttState.NEW and refusal is not None:
+                ledger.move_gtt(session, gtt, GttEvent.REJECT, reason=refusal)
+                log.info("GTT refused", extra={"intent_id": gtt.intent_id, "reason": refusal})
+            if gtt.state == GttState.REJECTED and gtt.intent_id == intent.intent_id:
+                ledger.emit(session, OrderRejected(**self._gtt_leg(gtt, intent.ts_ms),
+                                                   reason=gtt.reason or gtt.state),
+                            msg_id=f"{gtt.intent_id}:rejected", ts_ms=intent.ts_ms)
             if gtt.state == GttState.ACTIVE and gtt.intent_id == intent.intent_id:
                 ledger.emit(  # answered again: the producer never heard back
                     session,
@@ -723,6 +745,25 @@ class Execution:
             self.exit_unprotected(gtt, f"no stop could be placed ({reason.value})", intent.ts_ms)
             return
         self.submit_gtt(gtt_id, intent.ts_ms)
+
+    @staticmethod
+    def _lock_entry(session: Session, ladder_id: str, leg: int) -> bool:
+        """Lock the leg's entry order until this transaction ends; True if the leg is closed."""
+        entry = session.execute(select(Order.leg_closed_at).where(
+            Order.ladder_id == ladder_id, Order.leg == leg, Order.side == "BUY",
+        ).with_for_update()).first()
+        return entry is not None and entry.leg_closed_at is not None
+
+    def _leg_exiting(self, session: Session, ladder_id: str, leg: int) -> str | None:
+        """Why the leg must get no new GTT (closed, or an exit recorded that was not refused),
+        or None; locks its entry order (:meth:`place_gtt`)."""
+        if self._lock_entry(session, ladder_id, leg):
+            return "leg already closed"
+        sale = session.scalars(select(Order.id).where(
+            Order.ladder_id == ladder_id, Order.leg == leg, Order.side == "SELL",
+            Order.state != OrderState.REJECTED,
+        )).first()
+        return "leg exiting: its exit is recorded" if sale is not None else None
 
     def _asked_stop(self, session: Session, intent: PlaceGtt) -> int:
         """The highest stop already asked for this leg by ModifyGtt intents seen before PlaceGtt."""

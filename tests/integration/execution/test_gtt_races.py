@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,7 +14,8 @@ from services.execution.brokers.paper import PaperBroker
 from services.execution.processor import Execution
 from services.execution.reconciler import Reconciler
 from services.execution.states import GttState, OrderState
-from shared.contracts.messages import DeleteGtt, ExitLeg, PlaceGtt
+from shared.contracts import streams
+from shared.contracts.messages import DeleteGtt, ExitLeg, PlaceGtt, decode
 from shared.store.models import Gtt, Order, PaperGtt, PaperOrder
 from tests.integration.execution import test_execution
 from tests.integration.execution.test_execution import TS, buy
@@ -168,3 +170,52 @@ def test_two_reconcilers_settling_one_gtt_place_it_once(
         live = s.scalars(select(PaperGtt).where(PaperGtt.status == "active")).all()
     assert [str(p.trigger_id) for p in live] == [gtt.trigger_id]
     assert gtt.state == GttState.ACTIVE
+
+
+def test_a_place_gtt_handled_after_its_legs_exit_is_refused(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session],
+    redis_client: redis.Redis,
+) -> None:
+    """The PlaceGtt was lost (or handled late by another replica) and re-sent after the leg was
+    sold: no GTT is placed (it would be live with no leg), and the producer is answered."""
+    execution.place_order(buy())
+    execution.exit_leg(exit_intent())
+    execution.place_gtt(place_gtt_intent())
+    execution.place_gtt(place_gtt_intent())  # re-sent again: answered again, still not placed
+    reconciler.run_once()
+    with sessions() as s:
+        gtt = s.scalars(select(Gtt)).one()
+        assert s.scalars(select(Order).where(Order.side == "BUY")).one().leg_closed_at is not None
+        assert s.scalar(select(func.count()).select_from(PaperGtt)) == 0
+        assert s.scalar(select(func.count()).select_from(Order)) == 2  # no fallback exit
+    assert gtt.state == GttState.REJECTED and gtt.reason == "leg already closed"
+    answers = [e for _, f in redis_client.xrange(streams.EXEC_EVENTS)
+               if (e := decode(f[b"d"])).type == "OrderRejected"]
+    assert {(a.payload.intent_id, a.id) for a in answers} == {
+        (place_gtt_intent().intent_id, f"{place_gtt_intent().intent_id}:rejected")}
+
+
+def test_an_exit_racing_a_place_gtt_takes_the_new_gtt_down(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session]
+) -> None:
+    """An exit is recorded while another replica's PlaceGtt has checked the leg but not yet
+    committed its GTT. The exit waits for it (both take the entry order's lock), finds the GTT
+    and deletes it before selling (it found none and sold, and the GTT then went live)."""
+    execution.place_order(buy())
+    asked_stop = execution._asked_stop
+    exiting = threading.Thread(target=execution.exit_leg, args=(exit_intent(),))
+
+    def exit_meanwhile(session: Session, intent: PlaceGtt) -> int:
+        exiting.start()
+        exiting.join(1)  # the old code let it record, find no GTT and sell, all in this time
+        return asked_stop(session, intent)
+
+    execution._asked_stop = exit_meanwhile  # type: ignore[method-assign]
+    execution.place_gtt(place_gtt_intent())
+    exiting.join(5)
+    reconciler.run_once()  # an exit that found its GTT still in flight is carried on here
+    with sessions() as s:
+        assert s.scalars(select(Order).where(Order.side == "BUY")).one().leg_closed_at is not None
+        assert s.scalars(select(Gtt)).one().state == GttState.DELETED
+        assert [p.status for p in s.scalars(select(PaperGtt))] == ["deleted"]
+    assert paper(execution).holdings().get(("NSE", "INFY"), 0) == 0
