@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TypedDict
 
-from sqlalchemy import String, select, update
+from sqlalchemy import String, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.execution import ledger
@@ -883,6 +883,20 @@ class Execution:
             self.confirm_deleted(gtt_id, ts)
             return
         if gtt.desired_trigger > gtt.trigger_price:
+            self._raise_stop(gtt_id, ts)
+
+    def _raise_stop(self, gtt_id: int, ts_ms: int) -> None:
+        """Modify the broker's stop up to the desired one, holding the GTT's row FOR UPDATE
+        across the call and sending the value read under that lock: raises of one GTT are
+        serialised, so an older, lower request can never land after a newer one and leave the
+        broker's stop below the recorded one. No halt is consulted (a halt never blocks a stop
+        raise) and the halt and kill-switch paths take no GTT lock; an exit or a trigger of
+        this GTT waits at most one broker call."""
+        with self.sessions.begin() as session:
+            gtt = session.get(Gtt, gtt_id, with_for_update=True)
+            if (gtt is None or gtt.state != GttState.ACTIVE or gtt.trigger_id is None
+                    or gtt.delete_requested or gtt.desired_trigger <= gtt.trigger_price):
+                return
             desired = gtt.desired_trigger
             try:
                 self.broker.modify_gtt(gtt.trigger_id, self.gtt_request(gtt, desired))
@@ -892,21 +906,14 @@ class Execution:
                 log.warning("GTT raise deferred",
                             extra={"trigger_id": gtt.trigger_id, "error": str(exc)})
                 return
-            with self.sessions.begin() as session:
-                done = ledger.rows_updated(
-                    session,
-                    update(Gtt)
-                    .where(Gtt.id == gtt_id, Gtt.trigger_price == gtt.trigger_price)
-                    .values(trigger_price=desired),
-                )
-                if done:
-                    ledger.emit(
-                        session,
-                        GttModified(**self._gtt_leg(gtt, ts), trigger_id=gtt.trigger_id,
-                                    trigger=to_paise(desired)),
-                        msg_id=f"{gtt.ladder_id}:{gtt.leg}:stop@{to_paise(desired)}",
-                        ts_ms=ts,
-                    )
+            gtt.trigger_price = desired
+            ledger.emit(
+                session,
+                GttModified(**self._gtt_leg(gtt, ts_ms), trigger_id=gtt.trigger_id,
+                            trigger=to_paise(desired)),
+                msg_id=f"{gtt.ladder_id}:{gtt.leg}:stop@{to_paise(desired)}",
+                ts_ms=ts_ms,
+            )
 
     def _gone_at_broker(self, trigger_id: str) -> bool:
         """Whether the broker's book shows this GTT gone without firing (absent too); False

@@ -15,7 +15,7 @@ from services.execution.processor import Execution
 from services.execution.reconciler import Reconciler
 from services.execution.states import GttState, OrderState
 from shared.contracts import streams
-from shared.contracts.messages import DeleteGtt, ExitLeg, PlaceGtt, decode
+from shared.contracts.messages import DeleteGtt, ExitLeg, ModifyGtt, PlaceGtt, decode
 from shared.store.models import Gtt, Order, PaperGtt, PaperOrder
 from tests.integration.execution import test_execution
 from tests.integration.execution.test_execution import TS, buy
@@ -219,3 +219,45 @@ def test_an_exit_racing_a_place_gtt_takes_the_new_gtt_down(
         assert s.scalars(select(Gtt)).one().state == GttState.DELETED
         assert [p.status for p in s.scalars(select(PaperGtt))] == ["deleted"]
     assert paper(execution).holdings().get(("NSE", "INFY"), 0) == 0
+
+
+def test_two_raises_at_once_leave_the_broker_at_the_higher_stop(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session]
+) -> None:
+    """Raise A (to 980) is slow to reach the broker; raise B (to 985) comes meanwhile. B waits
+    for A (raises of one GTT are serialised), so A's request cannot land after B's and leave
+    the broker at 980 while 985 is recorded."""
+    execution.place_order(buy())
+    execution.place_gtt(place_gtt_intent())
+    broker = paper(execution)
+    modify = broker.modify_gtt
+    a_sending, release = threading.Event(), threading.Event()
+
+    def slow_for_a(trigger_id: str, request: GttRequest) -> None:
+        if request.stop_trigger == 98_000:
+            a_sending.set()
+            release.wait(5)
+        modify(trigger_id, request)
+
+    def step(trigger: int, last: int) -> ModifyGtt:
+        return ModifyGtt(intent_id=f"momentum:{LADDER}:1:stop@{trigger // 5}",
+                         strategy="momentum", exchange="NSE", symbol="INFY", ladder_id=LADDER,
+                         leg=1, ts_ms=TS, qty=10, trigger=trigger, target=105_000,
+                         last_price=last)
+
+    broker.modify_gtt = slow_for_a  # type: ignore[method-assign]
+    a = threading.Thread(target=execution.modify_gtt, args=(step(98_000, 100_500),))
+    b = threading.Thread(target=execution.modify_gtt, args=(step(98_500, 101_000),))
+    a.start()
+    assert a_sending.wait(5)
+    b.start()
+    b.join(1)  # the old code sent and recorded B's raise in this time
+    release.set()
+    a.join(5)
+    b.join(5)
+    reconciler.run_once()
+    with sessions() as s:
+        gtt = s.scalars(select(Gtt)).one()
+        at_broker = s.scalars(select(PaperGtt)).one()
+    assert gtt.trigger_price == gtt.desired_trigger == at_broker.stop_trigger
+    assert int(at_broker.stop_trigger * 100) == 98_500
