@@ -94,6 +94,13 @@ def _log_intent(envelope: Envelope) -> None:
                               "from": envelope.source})
 
 
+def _fallback_exit_id(gtt: Gtt) -> str:
+    """The intent id of the market exit that follows a GTT whose stop could not protect its leg
+    (its limit order did not fill, or the stop was refused); the rest of a part-filled one
+    extends it."""
+    return f"{gtt.intent_id}:fallback-exit"
+
+
 @dataclass(frozen=True)
 class InstrumentInfo:
     tick: int
@@ -251,9 +258,12 @@ class Execution:
                 return
             gtt = ledger.gtt_of_leg(session, order.ladder_id, order.leg)
             if gtt is not None and gtt.state == GttState.TRIGGERED:
-                ledger.move_order(session, order, OrderEvent.REJECT,
-                                  reason="leg already closed by its GTT")
-                return
+                if not order.intent_id.startswith(_fallback_exit_id(gtt)):
+                    ledger.move_order(session, order, OrderEvent.REJECT,
+                                      reason="leg already closed by its GTT")
+                    return
+                # the GTT's own fallback (its limit order did not fill), left NEW by a crash
+                gtt = None
             if gtt is not None and not gtt.delete_requested:
                 gtt.delete_requested = True
         if gtt is not None and gtt.state not in (GttState.DELETED, GttState.REJECTED):
@@ -967,12 +977,12 @@ class Execution:
     def _fallback_recorded(self, gtt: Gtt) -> bool:
         with self.sessions() as session:
             return session.scalars(select(Order.id).where(
-                Order.intent_id == f"{gtt.intent_id}:fallback-exit")).first() is not None
+                Order.intent_id == _fallback_exit_id(gtt))).first() is not None
 
     def _exit_at_market(self, gtt: Gtt, qty: int, reason: ExitReason, ts_ms: int) -> None:
         """Sell a protected leg's quantity at market under one deterministic intent id."""
         intent = ExitLeg(
-            intent_id=f"{gtt.intent_id}:fallback-exit",
+            intent_id=_fallback_exit_id(gtt),
             strategy="execution",
             exchange=gtt.exchange,
             symbol=gtt.symbol,

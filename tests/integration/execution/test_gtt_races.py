@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -261,3 +262,35 @@ def test_two_raises_at_once_leave_the_broker_at_the_higher_stop(
         at_broker = s.scalars(select(PaperGtt)).one()
     assert gtt.trigger_price == gtt.desired_trigger == at_broker.stop_trigger
     assert int(at_broker.stop_trigger * 100) == 98_500
+
+
+def test_a_fallback_exit_left_new_by_a_crash_is_sent_by_the_reconciler(
+    execution: Execution, reconciler: Reconciler, sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GTT fired and its limit order did not fill: the market exit that follows is recorded,
+    then the process dies before sending it. The reconciler's pass over unsent exits sends it
+    (it was rejected as 'leg already closed by its GTT', leaving the leg held with no stop)."""
+    execution.place_order(buy())
+    execution.place_gtt(place_gtt_intent())
+    broker = paper(execution)
+    monkeypatch.setattr(broker, "_child_fills", lambda symbol, price: False)
+    monkeypatch.setattr(execution.settings.execution, "gtt_child_timeout_s", 0)  # gives up now
+
+    def crash(order_id: int, ts_ms: int) -> None:
+        raise RuntimeError("killed after the fallback exit was recorded")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(execution, "_guard_and_submit", crash)
+        broker._active = None
+        fired = broker.on_tick("INFY", 90_000)
+        with pytest.raises(RuntimeError):
+            reconciler.triggered_by_tick(fired, TS)
+    with sessions() as s:
+        fallback = s.scalars(select(Order).where(Order.side == "SELL")).one()
+        assert fallback.state == OrderState.NEW and fallback.intent_id.endswith(":fallback-exit")
+    reconciler.run_once()
+    with sessions() as s:
+        assert s.get(Order, fallback.id).state == OrderState.FILLED  # type: ignore[union-attr]
+        assert s.scalars(select(Order).where(Order.side == "BUY")).one().leg_closed_at is not None
+    assert broker.holdings().get(("NSE", "INFY"), 0) == 0
