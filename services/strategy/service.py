@@ -88,6 +88,9 @@ class StrategyService:
     _ladders: dict[str, Ladder] = field(default_factory=dict)
     _symbols: set[str] = field(default_factory=set)
     last_bar: dict[str, int] = field(default_factory=dict)
+    # the latest price by symbol (a tick's, else the last stored close): a manual exit's
+    # reference, what a market sale is expected to get (the paper broker fills at it)
+    last_price: dict[str, int] = field(default_factory=dict)
     intents_sent: int = 0
     engine_symbols: set[str] = field(default_factory=set)
 
@@ -109,6 +112,8 @@ class StrategyService:
         self.engine.add_instrument(symbol, exchange, tick)
         last = state.get("last_bar_ms") if state else None
         bars = [b for b in bars if before_ms is None or b.start_ms < before_ms]
+        if bars:
+            self.last_price.setdefault(symbol, bars[-1].close)
         warm = [b for b in bars if last is None or b.start_ms <= last]
         self.engine.warm_bars(symbol, warm)
         if warm:
@@ -118,7 +123,7 @@ class StrategyService:
             self.engine.restore_ladder(ladder)
             self._await_pending(ladder)
         for bar in bars[len(warm):]:
-            self.record(symbol, self.engine.on_bar(symbol, bar))
+            self.record(symbol, self._unless_stopped(self.engine.on_bar(symbol, bar)))
             self.last_bar[symbol] = bar.start_ms
         return True
 
@@ -149,6 +154,7 @@ class StrategyService:
                 self.engine_symbols.discard(symbol)
                 self.dirty.discard(symbol)
                 self.last_bar.pop(symbol, None)
+                self.last_price.pop(symbol, None)
                 for intent_id in [k for k, a in self.awaiting.items()
                                   if getattr(a.payload, "symbol", "") == symbol]:
                     self.awaiting.pop(intent_id, None)
@@ -201,7 +207,8 @@ class StrategyService:
             if tick.symbol not in self.engine_symbols \
                     and not (self.owns(tick.symbol) and self.known(tick.symbol)):
                 continue
-            decisions = engine.on_tick(tick.symbol, tick.ts_ms, tick.price)
+            self.last_price[tick.symbol] = tick.price
+            decisions = self._unless_stopped(engine.on_tick(tick.symbol, tick.ts_ms, tick.price))
             ladder = engine.active_ladder(tick.symbol)
             if decisions:
                 self.record(tick.symbol, decisions)
@@ -214,20 +221,25 @@ class StrategyService:
             return
         bar = Bar(candle.start_ms, candle.end_ms, candle.open, candle.high, candle.low,
                   candle.close, candle.volume)
-        decisions = self.engine.on_bar(candle.symbol, bar)
+        decisions = self._unless_stopped(self.engine.on_bar(candle.symbol, bar))
         self.last_bar[candle.symbol] = max(candle.start_ms, self.last_bar.get(candle.symbol, 0))
-        if not self.enabled:
-            decisions = [d for d in decisions if not isinstance(d, EnterLeg)]
-            self._drop_unsent_ladder(candle.symbol)
         self.record(candle.symbol, decisions)
 
-    def _drop_unsent_ladder(self, symbol: str) -> None:
-        """Strategy stopped: a signal does not open a ladder (open ladders keep trailing)."""
-        ladder = self.engine.active_ladder(symbol)
-        if ladder is not None and all(
-            leg.state is LegState.PENDING for leg in ladder.legs.values()
-        ):
-            self.engine.on_entry_rejected(ladder.ladder_id, 1, 0)
+    def _unless_stopped(self, decisions: list[Decision]) -> list[Decision]:
+        """Strategy stopped ("stop new entries"): an entry just decided — a P1 from a signal, a
+        P2/P3 from a rise, on a live bar or one played at catch-up — is not sent, and the engine
+        takes it as refused (a P1's ladder is dropped; a P2/P3 is spent). Open legs keep their
+        stops and exits. Only the entries decided here: a P1 already sent stays, its fill due."""
+        if self.enabled:
+            return decisions
+        kept: list[Decision] = []
+        for decision in decisions:
+            if isinstance(decision, EnterLeg):
+                kept.extend(self.engine.on_entry_rejected(decision.ladder_id, decision.leg,
+                                                          decision.ts_ms))
+            else:
+                kept.append(decision)
+        return kept
 
     def on_exec_event(self, event: OrderFilled | OrderRejected | LegClosed | GttPlaced) -> None:
         engine = self.engine
@@ -298,7 +310,7 @@ class StrategyService:
                                     leg.leg, "exit"),
                 strategy=self.name, exchange=ladder.exchange, symbol=ladder.symbol,
                 ladder_id=ladder.ladder_id, leg=leg.leg, ts_ms=ts_ms, qty=leg.qty,
-                ref_price=leg.highest, reason=reason,
+                ref_price=self.last_price.get(ladder.symbol, leg.highest), reason=reason,
             ))
         self._intents.extend(intents)
 
