@@ -173,6 +173,9 @@ class StreamConsumer:
         except (UnknownMessage, MalformedMessage) as exc:
             self._park(stream, entry_id, _s(data), str(exc), 1)
             return None
+        except Exception as exc:  # a decoder bug: retrying cannot help, and must not block
+            self._park(stream, entry_id, _s(data), f"undecodable: {exc!r}", 1)
+            return None
 
     def _handle_together(self, stream: str, decoded: list[tuple[str, Envelope, str]]) -> bool:
         """Apply a read's entries through the batch handler; False (nothing counted) when there
@@ -250,4 +253,5 @@ class StreamConsumer:
 
 
 def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """Text of a Redis reply; non-UTF-8 bytes (poison) are replaced so the entry can be parked."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -79,7 +79,11 @@ def decode(raw: bytes | str) -> Envelope:
         body = doc["payload"]
     except KeyError as exc:
         raise MalformedMessage(f"envelope lacks {exc}") from exc
-    cls = _REGISTRY.get((kind, version)) if isinstance(version, int) else None
+    if not isinstance(kind, str):
+        raise MalformedMessage(f"envelope type is not a string: {kind!r}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MalformedMessage(f"envelope version is not an integer: {version!r}")
+    cls = _REGISTRY.get((kind, version))
     if cls is None:
         raise UnknownMessage(f"unknown message type/version {kind!r} v{version!r}")
     try:

@@ -3,8 +3,10 @@ entries, retry a failing handler, park poison and unknown messages in dead.lette
 
 from __future__ import annotations
 
+import pytest
 import redis
 
+from shared.bus import consumer as consumer_module
 from shared.bus.consumer import StreamConsumer
 from shared.bus.publisher import Publisher
 from shared.contracts import streams
@@ -88,6 +90,37 @@ def test_malformed_and_unknown_messages_are_parked_and_the_loop_goes_on(
     assert handled == ["m0"]
     assert redis_client.xlen(streams.DEAD_LETTERS) == 3
     assert c.stats.parked == 3
+
+
+def test_an_envelope_that_breaks_the_decoder_is_parked_not_left_pending(
+    redis_client: redis.Redis,
+) -> None:
+    handled: list[str] = []
+    c = consumer(redis_client, "a", lambda _s, _e, env: handled.append(env.id))
+    redis_client.xadd(STREAM, {FIELD: b'{"type":["Candle"],"v":1,"id":"x","ts":1,"source":"s",'
+                                      b'"payload":{}}'})
+    redis_client.xadd(STREAM, {FIELD: b'{"type":"Candle","v":{"n":1},"id":"x","ts":1,'
+                                      b'"source":"s","payload":{}}'})
+    redis_client.xadd(STREAM, {FIELD: b"\xff\xfe not utf-8"})
+    publish(redis_client, 1)
+    c.poll_once()
+    assert handled == ["m0"]
+    assert c.stats.parked == 3
+    assert redis_client.xlen(streams.DEAD_LETTERS) == 3
+    assert redis_client.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_any_decoder_error_parks_the_entry(redis_client: redis.Redis,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(raw: bytes | str) -> Envelope:
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(consumer_module, "decode", broken)
+    c = consumer(redis_client, "a", lambda *_: None)
+    publish(redis_client, 2)
+    assert c.poll_once() == 2
+    assert c.stats.parked == 2
+    assert redis_client.xpending(STREAM, "g")["pending"] == 0
 
 
 def test_a_read_goes_to_the_batch_handler_whole_and_one_by_one_when_it_fails(

@@ -52,6 +52,16 @@ def test_malformed_entries_raise_a_clear_error(raw: bytes) -> None:
         decode(raw)
 
 
+@pytest.mark.parametrize(("kind", "version"), [(["Ticks"], 1), ({"a": 1}, 1), ("Ticks", [1]),
+                                               ("Ticks", {"v": 1}), ("Ticks", True)])
+def test_an_envelope_with_a_non_scalar_type_or_version_is_malformed(kind: object,
+                                                                    version: object) -> None:
+    raw = orjson.loads(encode(Ticks(ticks=[]), msg_id="x", ts_ms=1, source="md"))
+    raw["type"], raw["v"] = kind, version
+    with pytest.raises(MalformedMessage, match="envelope (type|version)"):
+        decode(orjson.dumps(raw))
+
+
 def test_extra_fields_are_refused() -> None:
     raw = orjson.loads(encode(Ticks(ticks=[]), msg_id="x", ts_ms=1, source="md"))
     raw["payload"]["surprise"] = 1
