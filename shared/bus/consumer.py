@@ -77,6 +77,7 @@ class StreamConsumer:
     _failures: dict[str, int] = field(default_factory=dict)
     _retry_own: bool = True
     _last_claim: float = 0.0
+    _claim_cursor: dict[str, str] = field(default_factory=dict)  # XAUTOCLAIM's next start
 
     def setup(self) -> None:
         for stream in self.streams:
@@ -122,13 +123,26 @@ class StreamConsumer:
         return [(_s(stream), entries) for stream, entries in resp]
 
     def _claim_stale(self) -> int:
+        """Claim a batch of idle entries per stream, resuming where the last claim stopped so
+        entries further down the pending list are reached too."""
         total = 0
         for stream in self.streams:
             resp = self.client.xautoclaim(
-                stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+                stream, self.group, self.consumer, self.claim_idle_ms,
+                self._claim_cursor.get(stream, "0-0"), count=self.batch,
             )
-            entries = resp[1] if resp else []
-            entries = [e for e in entries if e is not None and e[1] is not None]
+            self._claim_cursor[stream] = _s(resp[0]) if resp else "0-0"
+            claimed = resp[1] if resp else []
+            entries = [e for e in claimed if e is not None and e[1] is not None]
+            if len(entries) < len(claimed):
+                # Redis 6.2 claims entries trimmed from the stream into our pending list and
+                # returns them without id or body: the own-pending read parks and acks them.
+                self._retry_own = True
+                log.warning(
+                    "claimed trimmed entries",
+                    extra={"stream": stream, "group": self.group,
+                           "count": len(claimed) - len(entries)},
+                )
             if entries:
                 self.stats.claimed += len(entries)
                 log.info(

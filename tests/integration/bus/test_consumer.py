@@ -56,6 +56,25 @@ def test_a_dead_consumers_entries_are_claimed_and_handled(redis_client: redis.Re
     del dead
 
 
+def test_a_dead_consumers_trimmed_entries_leave_the_pending_list_and_do_not_hide_live_ones(
+    redis_client: redis.Redis,
+) -> None:
+    publish(redis_client, 6)
+    consumer(redis_client, "dead", lambda *_: None)
+    redis_client.xreadgroup("g", "dead", {STREAM: ">"}, count=10)  # read, then "died"
+    ids = [entry_id for entry_id, _ in redis_client.xrange(STREAM)]
+    redis_client.xtrim(STREAM, minid=ids[3], approximate=False)  # the first 3 are gone
+    handled: list[str] = []
+    alive = consumer(redis_client, "alive", lambda _s, _e, env: handled.append(env.id),
+                     claim_idle_ms=0, batch=2)
+    for _ in range(6):
+        alive._last_claim = 0.0  # claim on every poll
+        alive.poll_once()
+    assert sorted(handled) == ["m3", "m4", "m5"]
+    assert redis_client.xpending(STREAM, "g")["pending"] == 0
+    assert alive.stats.parked == 3  # the trimmed ones, with their reason
+
+
 def test_a_failing_handler_is_retried_then_parked(redis_client: redis.Redis) -> None:
     attempts: list[str] = []
 
