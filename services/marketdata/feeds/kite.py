@@ -44,7 +44,7 @@ from shared.domain.session import SessionRules
 log = logging.getLogger("ratchet.marketdata.kite")
 
 STATUS_KEY = "md.kite"  # Redis hash: the feed's state, for operators and tests
-EQUITY_SEGMENTS = frozenset({1, 3})  # NSE, BSE: prices in paise
+EQUITY_SEGMENTS = frozenset({1, 4})  # Kite segment codes NSE=1, BSE=4: prices in paise
 _HEADER = struct.Struct(">H")
 _LTP = struct.Struct(">II")
 _VOLUME = struct.Struct(">I")

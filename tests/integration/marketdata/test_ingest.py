@@ -3,6 +3,7 @@ with EMAs into the stream and ohlcv; malformed, unknown and late ticks counted, 
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime
 
 import orjson
@@ -10,7 +11,8 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.marketdata.ingest import Ingestor
+from services.marketdata.feeds.kite import ParseStats, parse_frame
+from services.marketdata.ingest import Ingestor, RawTick
 from services.marketdata.ohlcv import OhlcvWriter, load_bars
 from shared.contracts import streams
 from shared.contracts.messages import FIELD, BarEnd, Candle, Ticks, decode
@@ -67,3 +69,15 @@ def test_bad_unknown_and_late_ticks_are_counted_not_fatal(
     assert (ing.stats.rejected, ing.stats.unknown, ing.stats.late) == (2, 1, 1)
     out_of_session = ms_from_ist(datetime(2026, 11, 24, 16, 0))
     assert ing.on_frame([(11, out_of_session, 150_000, None)], out_of_session) == 0
+
+
+def test_kite_bse_ticks_are_read_and_currency_ticks_skipped() -> None:
+    def packet(segment: int, price: int) -> bytes:  # an LTP-mode packet: token, price
+        return struct.pack(">HII", 8, (500 << 8) | segment, price)
+
+    frame = struct.pack(">H", 3) + packet(1, 10_000) + packet(4, 20_000) + packet(3, 30_000)
+    out: list[RawTick] = []
+    stats = ParseStats()
+    parse_frame(frame, 1_000, stats, out)
+    assert out == [((500 << 8) | 1, 1_000, 10_000, None), ((500 << 8) | 4, 1_000, 20_000, None)]
+    assert (stats.packets, stats.skipped) == (3, 1)  # CDS (3) prices are not paise: skipped
