@@ -24,6 +24,10 @@ from shared.domain.session import SessionRules
 
 log = logging.getLogger("ratchet.marketdata")
 
+MAX_AHEAD_MS = 60_000
+"""A tick stamped further ahead of the feed's clock is corrupt: taken, it would close its bar
+early and make every later real tick of its token look late."""
+
 RawTick = tuple[int, int, int, int | None]
 """(instrument token, exchange time ms, price paise, cumulative day volume or None)"""
 
@@ -103,6 +107,8 @@ class Ingestor:
                     continue
                 if type(price) is not int or price <= 0 or type(ts_ms) is not int:
                     raise ValueError("price and time must be positive integers")
+                if ts_ms > clock_ms + MAX_AHEAD_MS:
+                    raise ValueError(f"stamped {ts_ms - clock_ms} ms ahead of the feed clock")
             except (TypeError, ValueError) as exc:
                 self.stats.rejected += 1
                 log.warning("malformed tick dropped",

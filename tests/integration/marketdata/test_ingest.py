@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.marketdata.feeds.kite import ParseStats, parse_frame
-from services.marketdata.ingest import Ingestor, RawTick
+from services.marketdata.ingest import MAX_AHEAD_MS, Ingestor, RawTick
 from services.marketdata.ohlcv import OhlcvWriter, load_bars
 from shared.contracts import streams
 from shared.contracts.messages import FIELD, BarEnd, Candle, Ticks, decode
@@ -69,6 +69,25 @@ def test_bad_unknown_and_late_ticks_are_counted_not_fatal(
     assert (ing.stats.rejected, ing.stats.unknown, ing.stats.late) == (2, 1, 1)
     out_of_session = ms_from_ist(datetime(2026, 11, 24, 16, 0))
     assert ing.on_frame([(11, out_of_session, 150_000, None)], out_of_session) == 0
+
+
+def test_a_tick_stamped_in_the_future_is_refused_and_does_not_freeze_its_token(
+    redis_client: redis.Redis, sessions
+) -> None:
+    ing = ingestor(redis_client, sessions)
+    assert ing.on_frame([(11, OPEN + 1_000, 150_000, None)], OPEN + 1_000) == 1
+    tomorrow = OPEN + 86_400_000  # one corrupt exchange timestamp
+    assert ing.on_frame([(11, tomorrow, 999_000, None)], OPEN + 2_000) == 0
+    assert ing.stats.rejected == 1
+    for i in range(3, 20):
+        assert ing.on_frame([(11, OPEN + i * 1_000, 150_000 + i * 5, None)], OPEN + i * 1_000) == 1
+    assert ing.stats.late == 0
+    ltp = orjson.loads(redis_client.hget(streams.LTP_HASH, "NSE:INFY"))  # type: ignore[arg-type]
+    assert (ltp["ts_ms"], ltp["price"]) == (OPEN + 19_000, 150_095)
+    published = [decode(f[FIELD]).payload for _, f in redis_client.xrange(streams.CANDLES)]
+    assert not any(isinstance(p, Candle) for p in published)  # the bar was not closed early
+    within = OPEN + 19_000 + MAX_AHEAD_MS  # a feed clock a little behind the exchange is fine
+    assert ing.on_frame([(11, within, 150_100, None)], OPEN + 19_000) == 1
 
 
 def test_kite_bse_ticks_are_read_and_currency_ticks_skipped() -> None:
