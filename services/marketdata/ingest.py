@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import redis
+from redis.typing import EncodableT, FieldT
 
 from services.marketdata.ohlcv import OhlcvWriter
 from shared.contracts import streams
@@ -178,7 +179,8 @@ class Ingestor:
         clock_ms: int,
         bar_open: bool,
     ) -> None:
-        candles = [self._candle(state, bar) for state, bar in closed]
+        candles = [self._candle(state, bar, state.emas.update(float(bar.close)))
+                   for state, bar in closed]
         if candles and self.ohlcv is not None:
             self.ohlcv.write(candles)  # durable before anyone is told the bar closed
         pipe = self.client.pipeline(transaction=False)
@@ -194,14 +196,8 @@ class Ingestor:
             # redis-py's Mapping[FieldT, EncodableT] has an invariant key: no dict[str, bytes] fits
             pipe.hset(streams.LTP_HASH, mapping=ltp)  # type: ignore[arg-type]
         for candle in candles:
-            pipe.xadd(
-                streams.CANDLES,
-                {FIELD: encode(candle,
-                               msg_id=f"c:{candle.exchange}:{candle.symbol}:{candle.start_ms}",
-                               ts_ms=candle.end_ms, source=self.source)},
-                maxlen=100_000,
-                approximate=True,
-            )
+            pipe.xadd(streams.CANDLES, self._candle_entry(candle), maxlen=100_000,
+                      approximate=True)
         bar_end = self._bar_end_due(clock_ms)
         if bar_end is not None:
             pipe.xadd(
@@ -216,8 +212,22 @@ class Ingestor:
         pipe.execute()
         self.stats.candles += len(candles)
 
-    def _candle(self, state: InstrumentFeedState, bar: Bar) -> Candle:
-        ema = state.emas.update(float(bar.close))
+    def republish(self, token: int, bar: Bar) -> None:
+        """Publish the last bar a previous run stored again: a bar is stored before it is
+        published, so a crash between the two would keep it from the strategy for good (the
+        strategy ignores a bar it has seen). Call right after ``register`` warmed the EMAs with
+        the stored bars ending in ``bar``, so the candle carries its own EMAs."""
+        state = self._by_token[token]
+        candle = self._candle(state, bar, state.emas.values)
+        self.client.xadd(streams.CANDLES, self._candle_entry(candle), maxlen=100_000,
+                         approximate=True)
+
+    def _candle_entry(self, candle: Candle) -> dict[FieldT, EncodableT]:
+        return {FIELD: encode(candle, msg_id=f"c:{candle.exchange}:{candle.symbol}:"
+                              f"{candle.start_ms}", ts_ms=candle.end_ms, source=self.source)}
+
+    def _candle(self, state: InstrumentFeedState, bar: Bar,
+                ema: tuple[float | None, ...]) -> Candle:
         return Candle(
             token=state.token,
             symbol=state.symbol,

@@ -91,12 +91,15 @@ def start_sim(settings: Settings, runtime: ServiceRuntime, client: redis.Redis,
     resume = day0
     for inst in instruments:
         stored = load_bars(sessions, inst.exchange, inst.symbol, tf, need, rules.timeframe_ms)
-        if len(stored) < need:
+        generated = len(stored) < need
+        if generated:
             history = generate_history(inst, settings.sim_seed, day0, need, rules)
             writer.write(history_candles(inst, history, settings))
             stored = load_bars(sessions, inst.exchange, inst.symbol, tf, need, rules.timeframe_ms)
             log.info("history generated", extra={"symbol": inst.symbol, "bars": len(history)})
         ingestor.register(inst.token, inst.symbol, inst.exchange, stored)
+        if stored and not generated:  # a bar of an earlier run: maybe stored, not published
+            ingestor.republish(inst.token, stored[-1])
         if stored:
             resume = max(resume, stored[-1].end_ms)
     return SimFeed(instruments, settings.sim_seed, rules, day0, resume, settings.sim_speed,

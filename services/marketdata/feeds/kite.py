@@ -403,6 +403,8 @@ class KiteFeed:
         states = self._state_map()
         if job.token not in states:
             self.ingestor.register(job.token, inst.symbol, inst.exchange, waiting.warm or [])
+            if waiting.warm:  # the fill carries on after it: it goes first
+                self.ingestor.republish(job.token, waiting.warm[-1])
             states = self._state_map()
         state = states[job.token]
         if result.bars:

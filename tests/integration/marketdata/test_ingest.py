@@ -7,13 +7,17 @@ import struct
 from datetime import datetime
 
 import orjson
+import pytest
 import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.marketdata.feeds.kite import ParseStats, parse_frame
+from services.marketdata.feeds.kite import KiteFeed, ParseStats, Pending, parse_frame
+from services.marketdata.feeds.kite_backfill import Backfiller, FillJob, FillResult, KiteInstrument
 from services.marketdata.ingest import MAX_AHEAD_MS, Ingestor, RawTick
+from services.marketdata.main import start_sim
 from services.marketdata.ohlcv import OhlcvWriter, load_bars
+from shared.config import Settings
 from shared.contracts import streams
 from shared.contracts.messages import FIELD, BarEnd, Candle, Ticks, decode
 from shared.domain.candles import Bar
@@ -100,3 +104,48 @@ def test_kite_bse_ticks_are_read_and_currency_ticks_skipped() -> None:
     parse_frame(frame, 1_000, stats, out)
     assert out == [((500 << 8) | 1, 1_000, 10_000, None), ((500 << 8) | 4, 1_000, 20_000, None)]
     assert (stats.packets, stats.skipped) == (3, 1)  # CDS (3) prices are not paise: skipped
+
+
+def test_a_stored_bar_a_crash_kept_from_the_stream_is_published_on_restart(
+    redis_client: redis.Redis, sessions
+) -> None:
+    settings = Settings(sim_symbols=1, _env_file=None)  # type: ignore[call-arg]
+    rules = SessionRules()
+
+    def start() -> Ingestor:
+        ing = Ingestor(redis_client, OhlcvWriter(sessions), rules,
+                       periods=settings.strategy.ema_periods)
+        start_sim(settings, None, redis_client, sessions, ing, rules)  # type: ignore[arg-type]
+        return ing
+
+    ing = start()  # first run: history generated and stored, nothing published
+    assert redis_client.xlen(streams.CANDLES) == 0
+    inst = ing.instruments[0]
+    last = load_bars(sessions, inst.exchange, inst.symbol, rules.timeframe_minutes, 1,
+                     rules.timeframe_ms)[-1]
+    bar = Bar(last.end_ms, last.end_ms + rules.timeframe_ms, 100, 110, 90, 105, 7)
+    ing._publish({}, {}, [(inst, bar)], bar.end_ms, False)  # the live run closes a bar...
+    redis_client.delete(streams.CANDLES)  # ...and dies before its pipeline ran: stored only
+    start()
+    candles = [decode(f[FIELD]).payload for _, f in redis_client.xrange(streams.CANDLES)]
+    assert [(c.symbol, c.start_ms, c.close) for c in candles] == [(inst.symbol, bar.start_ms, 105)]
+    assert candles[0].ema[0] == pytest.approx(inst.emas.values[0])  # not counted twice
+
+
+def test_the_kite_feed_republishes_the_last_stored_bar_before_its_fill(
+    redis_client: redis.Redis, sessions
+) -> None:
+    rules = SessionRules()
+    token = (1234 << 8) | 1
+    ing = Ingestor(redis_client, OhlcvWriter(sessions), rules)
+    feed = KiteFeed("k", "ws://x", [KiteInstrument(token, "NSE", "AAA", "", 5, 1)], ing,
+                    redis_client, OhlcvWriter(sessions), Backfiller("k", "http://x", rules),
+                    None)  # type: ignore[arg-type]
+    stored = [Bar(OPEN + i * 900_000, OPEN + (i + 1) * 900_000, 100, 100, 100, 100, 1)
+              for i in range(3)]
+    job = FillJob(token, stored[-1].end_ms, stored[-1].end_ms + 900_000, publish=True)
+    feed.pending[token] = Pending(job=job, warm=stored)
+    missed = Bar(job.from_ms, job.cutoff_ms, 101, 101, 101, 101, 1)
+    feed._apply(FillResult(job, [missed]))
+    candles = [decode(f[FIELD]).payload for _, f in redis_client.xrange(streams.CANDLES)]
+    assert [c.start_ms for c in candles] == [stored[-1].start_ms, missed.start_ms]
