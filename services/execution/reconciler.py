@@ -132,9 +132,11 @@ class Reconciler:
                 return
             if row.submitted_at != order.submitted_at:
                 return  # another replica resubmitted it meanwhile
-            # Asked again under the lock: a worker that held the row while sending it may have
-            # placed it and died before recording the answer.
-            found = self.broker.order_by_tag(row.tag)
+            # Asked again under the lock, and fresh (not from this process's cache of the book):
+            # a worker of another replica that held the row while sending it may have placed it
+            # and died before recording the answer — the lock was released by its death, after
+            # the placement.
+            found = self.broker.order_by_tag(row.tag, fresh=True)
             resent = found is None and self._resubmit_locked(session, row, ts_ms)
         if found is not None:
             self.execution.apply_broker_order(order.id, found, ts_ms)

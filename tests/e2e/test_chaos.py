@@ -273,6 +273,9 @@ def test_chaos_two_replicas_against_the_kite_simulator() -> None:
                         ("lost", lost), ("orphan_gtts", orphan_gtts),
                         ("missing_gtts", missing_gtts)):
         print(f"{name}: {value}")
+    for tag in [t for t, n in by_tag.items() if n > 1]:  # what a failure needs to be read
+        print("duplicated:", [o for o in book if o.get("tag") == tag],
+              [r for r in rows if r.tag == tag])
     engine.dispose()
     sim.stop()
     rds.stop()

@@ -147,8 +147,9 @@ class BrokerInterface(ABC):
     @abstractmethod
     def orders(self) -> list[BrokerOrder]: ...
 
-    def order_by_tag(self, tag: str) -> BrokerOrder | None:
-        """The order carrying ``tag`` (one intent, one tag, so at most one)."""
+    def order_by_tag(self, tag: str, *, fresh: bool = False) -> BrokerOrder | None:
+        """The order carrying ``tag`` (one intent, one tag, so at most one). ``fresh``: read now,
+        never from a cache (the last look before an order is sent again)."""
         found = [o for o in self.orders() if o.tag == tag]
         return found[-1] if found else None
 

@@ -340,13 +340,14 @@ class KiteBroker(BrokerInterface):
             self._orders_cache = (time.monotonic(), found)
         return found
 
-    def order_by_tag(self, tag: str) -> BrokerOrder | None:
+    def order_by_tag(self, tag: str, *, fresh: bool = False) -> BrokerOrder | None:
         """Today's order with this tag. The order book is read at most once per half second, so
         settling many orders costs one request (a just-placed order may be a moment late; the
-        settle window before "not found" means "not placed" covers that)."""
+        settle window before "not found" means "not placed" covers that). ``fresh`` reads it
+        now: this process's cache does not know what another replica placed since."""
         with self._orders_lock:
             cached = self._orders_cache
-        if cached is None or time.monotonic() - cached[0] > self.orders_cache_s:
+        if fresh or cached is None or time.monotonic() - cached[0] > self.orders_cache_s:
             book = self.orders()
         else:
             book = cached[1]

@@ -217,8 +217,8 @@ class PaperBroker(BrokerInterface):
             return [_order(r) for r in
                     session.scalars(select(PaperOrder).order_by(PaperOrder.placed_at))]
 
-    def order_by_tag(self, tag: str) -> BrokerOrder | None:
-        with self.sessions() as session:
+    def order_by_tag(self, tag: str, *, fresh: bool = False) -> BrokerOrder | None:
+        with self.sessions() as session:  # always read now: there is no cache
             row = session.scalars(select(PaperOrder).where(PaperOrder.tag == tag)).first()
             return _order(row) if row else None
 

@@ -238,10 +238,10 @@ def test_failed_reconciliation_halts_until_the_broker_answers(servers) -> None: 
     class Flaky(PaperBroker):
         down = True
 
-        def order_by_tag(self, tag: str):  # noqa: ANN202
+        def order_by_tag(self, tag: str, *, fresh: bool = False):  # noqa: ANN202
             if self.down:
                 raise BrokerUnavailable("connection refused")
-            return super().order_by_tag(tag)
+            return super().order_by_tag(tag, fresh=fresh)
 
     broker = Flaky(sessions)
     execution = build(*servers, broker=broker)

@@ -65,6 +65,19 @@ def test_market_order_fills_and_is_found_by_tag_and_id(broker: KiteBroker) -> No
     assert broker.positions()[("NSE", "SBIN")] >= 2
 
 
+def test_a_fresh_look_by_tag_sees_what_another_replica_placed(
+    sim: Sim, broker: KiteBroker
+) -> None:
+    """The order book is cached for half a second per process; the look before an order is sent
+    again must not trust it: another replica may have placed the order just now (and died)."""
+    assert broker.order_by_tag("Rother1") is None  # the book is now cached here
+    other = KiteBroker(API_KEY, sim.login(), sim.root, timeout_s=2.0, sleep=lambda _s: None)
+    placed = other.place_order(market("Rother1"))
+    broker.orders_cache_s = 60.0  # however slow this machine, the cache is still warm
+    assert broker.order_by_tag("Rother1") is None  # from the cache, taken before
+    assert broker.order_by_tag("Rother1", fresh=True) == placed
+
+
 def test_limit_order_rests_and_cancels_once(broker: KiteBroker) -> None:
     price = ltp(broker, "INFY")
     below = (price * 95 // 100) // 10 * 10
